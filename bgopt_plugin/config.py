@@ -1,0 +1,238 @@
+"""The one definition of bgopt's parameters, their defaults and their validation.
+
+Every front end (Python API, CLI, astropy API, Siril script) maps its options onto
+:class:`Config`; no other module holds a default value for these parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, Union
+
+__all__ = ["Config", "ProgressEvent", "PARAMETER_HELP"]
+
+DownscalingFactor = Union[int, Literal["auto"]]
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One progress update sent to ``Config.progress``.
+
+    Attributes
+    ----------
+    stage : str
+        ``"prepare"``, ``"fit"``, ``"protect"``, ``"evaluate"`` or ``"done"``.
+    step : int
+        Steps completed within the stage (epochs for ``"fit"``, chunks for ``"evaluate"``).
+    total : int
+        Total steps of the stage (an upper bound for ``"fit"``, which may stop early).
+    loss : float or None
+        Current loss during ``"fit"``.
+    message : str
+        Short human-readable description.
+    """
+
+    stage: str
+    step: int = 0
+    total: int = 0
+    loss: float | None = None
+    message: str = ""
+
+
+#: One-line help for each parameter, shared by the CLI, the Siril script and docstrings.
+PARAMETER_HELP: dict[str, str] = {
+    "downscaling_factor": "block size for the working image, or 'auto' (long side near 256 px)",
+    "downscaling_func": "block statistic used to downscale: 'median' or 'mean'",
+    "delinearization_quantile": "quantile mapped to 1.0 by the delinearizing stretch",
+    "n_control_points": "number of spline control points",
+    "order": "spline order: 1=r, 2=thin plate, 3=r^3, 4=r^4 log r",
+    "threshold_min": "working pixels below this (stretched) value are masked",
+    "threshold_max": "working pixels above this (stretched) value are masked",
+    "initializer": "initial control point layout: 'random' or 'grid'",
+    "epochs": "maximum number of optimisation epochs",
+    "alpha": "weight of the overshoot and negative-background penalties",
+    "learning_rate": "Adam learning rate",
+    "correction": "'subtract' the model (additive gradients) or 'divide' by it (vignetting)",
+    "pedestal": "'median' keeps the sky level (adds back the model median), 'none' or a number",
+    "protect": "automatic object protection: mask bright residuals and refit",
+    "protect_sigma": "object protection threshold in robust sigmas",
+    "protect_grow": "object protection mask dilation radius, in working pixels",
+    "protect_iterations": "number of protection refits",
+    "regularization": "regularisation of the initial spline solve",
+    "init_solve": "initial weights: 'interpolate' the control-point values or 'lstsq' fit all pixels",
+    "seed": "random seed for reproducible results",
+}
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ValueError(message)
+
+
+@dataclass
+class Config:
+    """Parameters of a background fit, with validated defaults.
+
+    Parameters
+    ----------
+    downscaling_factor : int or "auto"
+        Block size used to build the working image. ``"auto"`` picks the factor
+        that makes the long side of the working image close to 256 pixels.
+    downscaling_func : {"median", "mean"}
+        NaN-aware block statistic. The median rejects most stars.
+    delinearization_quantile : float
+        Quantile of the (pedestal-subtracted) data mapped to 1.0 before the midtones
+        transfer function. Lower values stretch harder.
+    n_control_points : int
+        Number of spline control points (shared by all channels).
+    order : {1, 2, 3, 4}
+        Polyharmonic order: 1 = r, 2 = r^2 log r (thin plate), 3 = r^3, 4 = r^4 log r.
+    threshold_min, threshold_max : float
+        Working pixels outside ``[threshold_min, threshold_max]`` (in the stretched
+        [0, 1] scale) are masked.
+    initializer : {"random", "grid"}
+        Initial layout of the control points.
+    epochs : int
+        Maximum number of Adam epochs. Training stops early on a plateau.
+    alpha : float
+        Weight of the overshoot and negative-background penalties of the loss.
+    learning_rate : float
+        Initial Adam learning rate; halved on plateaus.
+    correction : {"subtract", "divide"}
+        How the model is removed.
+    pedestal : {"median", "none"} or float
+        What is added back after the correction. ``"median"`` keeps the sky level:
+        the per-channel median of the model is added back (subtract) or multiplied
+        back (divide). ``"none"`` applies the bare correction. A number is added to
+        every channel after a bare subtraction.
+    protect : bool
+        Automatic object protection: after a fit, working pixels whose positive
+        residual exceeds ``protect_sigma`` robust sigmas are masked, the mask is grown
+        by ``protect_grow`` pixels, and the spline is refitted.
+    protect_sigma : float
+        Threshold of the protection mask, in units of the MAD-estimated sigma.
+    protect_grow : int
+        Dilation radius of the protection mask, in working pixels.
+    protect_iterations : int
+        Number of protection refits.
+    regularization : float
+        Regularisation of the interpolation solve that gives the initial weights.
+    init_solve : {"interpolate", "lstsq"}
+        Initial spline weights: ``"interpolate"`` solves the regularised interpolation
+        through the working-image values at the control points (masked points blended
+        toward the masked median); ``"lstsq"`` fits all weighted working pixels by least
+        squares with the control points fixed.
+    seed : int or None
+        Random seed; the same seed gives identical results.
+    progress : callable or None
+        Called with a :class:`ProgressEvent` for each stage and during the fit.
+
+    Examples
+    --------
+    >>> from bgopt_plugin import Config
+    >>> Config(n_control_points=16).order
+    2
+    >>> Config(order=7)
+    Traceback (most recent call last):
+    ...
+    ValueError: order must be 1, 2, 3 or 4, got 7
+    """
+
+    downscaling_factor: DownscalingFactor = "auto"
+    downscaling_func: str = "median"
+    delinearization_quantile: float = 0.95
+    n_control_points: int = 32
+    order: int = 2
+    threshold_min: float = 0.001
+    threshold_max: float = 1.0
+    initializer: str = "random"
+    epochs: int = 1000
+    alpha: float = 5.0
+    learning_rate: float = 0.001
+    correction: str = "subtract"
+    pedestal: str | float = "median"
+    protect: bool = True
+    protect_sigma: float = 3.0
+    protect_grow: int = 2
+    protect_iterations: int = 2
+    regularization: float = 0.1
+    init_solve: str = "lstsq"
+    seed: int | None = None
+    progress: Callable[[ProgressEvent], Any] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first invalid parameter."""
+        dx = self.downscaling_factor
+        if isinstance(dx, str):
+            _check(dx == "auto", f"downscaling_factor must be a positive integer or 'auto', got {dx!r}")
+        else:
+            _check(
+                isinstance(dx, int) and not isinstance(dx, bool) and dx >= 1,
+                f"downscaling_factor must be a positive integer or 'auto', got {dx!r}",
+            )
+        _check(self.downscaling_func in ("median", "mean"),
+               f"downscaling_func must be 'median' or 'mean', got {self.downscaling_func!r}")
+        _check(0.5 <= float(self.delinearization_quantile) <= 1.0,
+               f"delinearization_quantile must be in [0.5, 1], got {self.delinearization_quantile!r}")
+        _check(_is_int(self.n_control_points) and self.n_control_points >= 3,
+               f"n_control_points must be an integer >= 3, got {self.n_control_points!r}")
+        _check(self.order in (1, 2, 3, 4), f"order must be 1, 2, 3 or 4, got {self.order!r}")
+        _check(float(self.threshold_min) < float(self.threshold_max),
+               f"threshold_min ({self.threshold_min}) must be below threshold_max ({self.threshold_max})")
+        _check(self.initializer in ("random", "grid"),
+               f"initializer must be 'random' or 'grid', got {self.initializer!r}")
+        _check(_is_int(self.epochs) and self.epochs >= 0,
+               f"epochs must be an integer >= 0, got {self.epochs!r}")
+        _check(float(self.alpha) >= 0, f"alpha must be >= 0, got {self.alpha!r}")
+        _check(float(self.learning_rate) > 0, f"learning_rate must be > 0, got {self.learning_rate!r}")
+        _check(self.correction in ("subtract", "divide"),
+               f"correction must be 'subtract' or 'divide', got {self.correction!r}")
+        if isinstance(self.pedestal, str):
+            _check(self.pedestal in ("median", "none"),
+                   f"pedestal must be 'median', 'none' or a number, got {self.pedestal!r}")
+        else:
+            _check(isinstance(self.pedestal, (int, float)) and not isinstance(self.pedestal, bool),
+                   f"pedestal must be 'median', 'none' or a number, got {self.pedestal!r}")
+        _check(float(self.protect_sigma) > 0, f"protect_sigma must be > 0, got {self.protect_sigma!r}")
+        _check(_is_int(self.protect_grow) and self.protect_grow >= 0,
+               f"protect_grow must be an integer >= 0, got {self.protect_grow!r}")
+        _check(_is_int(self.protect_iterations) and self.protect_iterations >= 0,
+               f"protect_iterations must be an integer >= 0, got {self.protect_iterations!r}")
+        _check(float(self.regularization) >= 0, f"regularization must be >= 0, got {self.regularization!r}")
+        _check(self.init_solve in ("interpolate", "lstsq"),
+               f"init_solve must be 'interpolate' or 'lstsq', got {self.init_solve!r}")
+        _check(self.seed is None or _is_int(self.seed), f"seed must be an integer or None, got {self.seed!r}")
+        _check(self.progress is None or callable(self.progress), "progress must be callable or None")
+
+    @classmethod
+    def from_options(cls, **options: Any) -> Config:
+        """Build a config from keyword options, rejecting unknown names."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(f"unknown option(s): {', '.join(unknown)}")
+        return cls(**options)
+
+    def replace(self, **changes: Any) -> Config:
+        """Return a validated copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Parameters as a plain dict (without the progress callable)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "progress"}
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """The default value of every parameter (for front ends and help texts)."""
+        return cls().to_dict()
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,163 @@
+"""Working image: validity, NaN-aware block downscaling, masks and control-point seeding."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = [
+    "AUTO_LONG_SIDE",
+    "auto_factor",
+    "block_reduce",
+    "threshold_mask",
+    "initial_points",
+    "initial_values",
+]
+
+#: Long side (pixels) that ``downscaling_factor="auto"`` aims for.
+AUTO_LONG_SIDE = 128
+
+
+def auto_factor(shape: tuple[int, ...], long_side: int = AUTO_LONG_SIDE) -> int:
+    """Downscaling factor that brings the long side of ``shape`` near ``long_side``.
+
+    Examples
+    --------
+    >>> auto_factor((4000, 6000))
+    23
+    >>> auto_factor((200, 100))
+    1
+    """
+    return max(1, int(round(max(shape[:2]) / long_side)))
+
+
+def _blocks(image: np.ndarray, factor: int) -> np.ndarray:
+    """View (h, w, C) padded with NaN as (h/f, w/f, C, f*f) blocks."""
+    h, w, c = image.shape
+    hb, wb = math.ceil(h / factor), math.ceil(w / factor)
+    if hb * factor != h or wb * factor != w:
+        padded = np.full((hb * factor, wb * factor, c), np.nan, dtype=image.dtype)
+        padded[:h, :w] = image
+        image = padded
+    blocks = image.reshape(hb, factor, wb, factor, c).transpose(0, 2, 4, 1, 3)
+    return blocks.reshape(hb, wb, c, factor * factor)
+
+
+def block_reduce(image: np.ndarray, factor: int, func: str = "median") -> np.ndarray:
+    """NaN-aware block median or mean of a channels-last image.
+
+    Blocks at the right and bottom edges may be partial; all-NaN blocks give NaN.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W, C)
+    factor : int
+        Block size.
+    func : {"median", "mean"}
+
+    Returns
+    -------
+    ndarray, shape (ceil(H/factor), ceil(W/factor), C), float32
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> block_reduce(np.arange(16.0).reshape(4, 4, 1), 2, "mean")[..., 0]
+    array([[ 2.5,  4.5],
+           [10.5, 12.5]], dtype=float32)
+    """
+    image = np.asarray(image, dtype=np.float32)
+    if factor == 1:
+        return image.copy()
+    blocks = _blocks(image, factor)
+    if func == "mean":
+        valid = np.isfinite(blocks)
+        count = valid.sum(axis=-1)
+        total = np.where(valid, blocks, 0).sum(axis=-1, dtype=np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (total / count).astype(np.float32)
+    if func != "median":
+        raise ValueError(f"downscaling_func must be 'median' or 'mean', got {func!r}")
+    # Sort once (NaN sorts last) and pick the middle of the valid values of each block.
+    ordered = np.sort(blocks, axis=-1)
+    count = np.isfinite(ordered).sum(axis=-1)
+    lo = np.maximum((count - 1) // 2, 0)[..., None]
+    hi = np.maximum(count // 2, 0)[..., None]
+    med = 0.5 * (np.take_along_axis(ordered, lo, -1) + np.take_along_axis(ordered, hi, -1))[..., 0]
+    med[count == 0] = np.nan
+    return med.astype(np.float32)
+
+
+def threshold_mask(working: np.ndarray, tmin: float, tmax: float) -> np.ndarray:
+    """1.0 where ``tmin <= working <= tmax`` (NaN counts as outside), else 0.0."""
+    with np.errstate(invalid="ignore"):
+        return ((working >= tmin) & (working <= tmax)).astype(np.float32)
+
+
+def initial_points(n: int, extent: tuple[float, float], how: str, rng: np.random.Generator) -> np.ndarray:
+    """Initial control points in normalised (y, x) coordinates.
+
+    Parameters
+    ----------
+    n : int
+        Number of points.
+    extent : (float, float)
+        Height and width of the image in normalised units (long side = 1).
+    how : {"random", "grid"}
+        Uniform random points, or a near-square grid filled up with random points
+        where ``n`` is not a grid size.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    ndarray, shape (n, 2), float32
+    """
+    ey, ex = extent
+    if how == "random":
+        pts = rng.uniform(0.0, 1.0, size=(n, 2)) * np.array([ey, ex])
+        return pts.astype(np.float32)
+    if how != "grid":
+        raise ValueError(f"initializer must be 'random' or 'grid', got {how!r}")
+    # Grid with roughly square cells over the image extent.
+    ny = max(1, int(round(math.sqrt(n * ey / ex))))
+    nx = max(1, n // ny)
+    gy = (np.arange(ny) + 0.5) / ny * ey
+    gx = (np.arange(nx) + 0.5) / nx * ex
+    pts = np.stack(np.meshgrid(gy, gx, indexing="ij"), axis=-1).reshape(-1, 2)
+    extra = n - len(pts)
+    if extra > 0:
+        pts = np.concatenate([pts, rng.uniform(0.0, 1.0, size=(extra, 2)) * np.array([ey, ex])])
+    return pts[:n].astype(np.float32)
+
+
+def initial_values(
+    working: np.ndarray, weights: np.ndarray, points: np.ndarray, unit: float
+) -> np.ndarray:
+    """Working-image values at the control points, blended toward the masked median.
+
+    A point on a pixel of weight ``w`` starts at ``w * pixel + (1 - w) * median``, where
+    ``median`` is the per-channel median of the pixels with non-zero weight.
+
+    Parameters
+    ----------
+    working : ndarray, shape (h, w, C)
+        Stretched, downscaled image (NaN allowed where the weight is zero).
+    weights : ndarray, shape (h, w, C)
+        Loss weights in [0, 1].
+    points : ndarray, shape (N, 2)
+        Normalised (y, x) control points.
+    unit : float
+        Working pixels per normalised unit (the long side in working pixels).
+
+    Returns
+    -------
+    ndarray, shape (N, C), float32
+    """
+    h, w, c = working.shape
+    median = np.array([np.median(working[..., k][weights[..., k] > 0]) for k in range(c)])
+    iy = np.clip((points[:, 0] * unit).astype(int), 0, h - 1)
+    ix = np.clip((points[:, 1] * unit).astype(int), 0, w - 1)
+    pix = np.nan_to_num(working[iy, ix, :], nan=0.0)
+    wt = weights[iy, ix, :]
+    return (wt * pix + (1 - wt) * median).astype(np.float32)

@@ -1,0 +1,174 @@
+"""End-to-end accuracy of fit_background on synthetic skies with a known background."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import bgopt_plugin as bgopt
+from bgopt_plugin.synthetic import SCENES, make_scene, residual_score
+
+#: Maximum residual (RMS / peak-to-peak of the true background) per scene.
+THRESHOLDS = {
+    "linear": 0.015,
+    "dome": 0.03,
+    "saddle": 0.03,
+    "borders": 0.015,
+    "nebula": 0.03,
+    "galaxy": 0.03,
+    "skyscape": 0.03,
+    "nebula_protect": 0.08,  # no mask at all: protection alone (see the comparison test)
+}
+
+
+@pytest.mark.parametrize("name", list(SCENES))
+def test_scene_residual(name):
+    scene = make_scene(name)
+    res = bgopt.fit_background(scene.image, seed=1, **scene.options)
+    score = residual_score(res.background, scene.background, scene.sky)
+    assert score <= THRESHOLDS[name], f"{name}: residual {100 * score:.2f}%"
+    assert res.background.shape == scene.image.shape
+    assert res.background.dtype == np.float32 and res.corrected.dtype == np.float32
+    # The gradient is gone from the corrected sky: its spread is mostly noise now.
+    if scene.image.ndim == 2:
+        before = np.ptp(np.percentile(scene.image[scene.sky], [5, 95]))
+        sky_corr = res.corrected[scene.sky] - (scene.image - scene.background)[scene.sky]
+        assert np.std(sky_corr) < 0.2 * before
+
+
+@pytest.mark.parametrize("name", ["galaxy", "nebula_protect"])
+def test_object_protection_helps(name):
+    scene = make_scene(name)
+    plain = bgopt.fit_background(scene.image, seed=1, protect=False)
+    prot = bgopt.fit_background(scene.image, seed=1)
+    s_plain = residual_score(plain.background, scene.background, scene.sky)
+    s_prot = residual_score(prot.background, scene.background, scene.sky)
+    assert prot.protected.any() and not plain.protected.any()
+    assert s_prot < s_plain
+    # The object keeps more of its flux with protection.
+    obj = scene.signal > 0.02
+    kept = lambda r: np.mean(r.corrected[obj] - np.median(r.corrected[scene.sky]))  # noqa: E731
+    assert kept(prot) > kept(plain)
+
+
+def _small_sky(shape=(96, 128), rgb=False, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    bg = 0.05 + 0.0003 * xx + 0.0002 * yy
+    img = bg + rng.normal(0, 0.002, shape)
+    if rgb:
+        img = np.stack([img, 0.9 * img, 0.8 * img], axis=-1)
+    return img.astype(np.float32)
+
+
+FAST = dict(epochs=60, protect=False, n_control_points=9)
+
+
+def test_same_seed_same_result():
+    img = _small_sky(rgb=True)
+    a = bgopt.fit_background(img, seed=3, **FAST)
+    b = bgopt.fit_background(img, seed=3, **FAST)
+    np.testing.assert_array_equal(a.background, b.background)
+    np.testing.assert_array_equal(a.control_points, b.control_points)
+    c = bgopt.fit_background(img, seed=4, **FAST)
+    assert not np.array_equal(a.control_points, c.control_points)
+
+
+def test_rank_dtype_and_result_fields():
+    img = _small_sky().astype(np.float64)
+    res = bgopt.fit_background(img, seed=1, **FAST)
+    assert res.background.shape == img.shape and res.corrected.shape == img.shape
+    assert res.working_image.ndim == 2 and res.working_mask.ndim == 2
+    assert res.control_points.shape == (9, 2)
+    assert res.epochs_run == len(res.loss_history) > 0
+    assert {"prepare", "fit", "evaluate", "total"} <= set(res.timings)
+    assert isinstance(res.config, bgopt.Config) and res.config.n_control_points == 9
+    np.testing.assert_allclose(res.evaluate(), res.background, atol=1e-6)
+    half = res.evaluate((48, 64))
+    assert half.shape == (48, 64)
+    np.testing.assert_allclose(half, res.background[::2, ::2], atol=0.002)
+
+
+def test_pedestal_policies_keep_linearity():
+    img = _small_sky()
+    med = bgopt.fit_background(img, seed=1, **FAST)
+    none = bgopt.fit_background(img, seed=1, pedestal="none", **FAST)
+    fixed = bgopt.fit_background(img, seed=1, pedestal=0.01, **FAST)
+    # Never rescaled: differences between pixels are preserved up to the model.
+    np.testing.assert_allclose(none.corrected, img - none.background, atol=1e-6)
+    np.testing.assert_allclose(fixed.corrected, img - fixed.background + 0.01, atol=1e-6)
+    np.testing.assert_allclose(med.corrected, img - med.background + np.median(med.background),
+                               atol=1e-6)
+    assert abs(np.median(med.corrected) - np.median(img)) < 0.01
+    assert abs(np.median(none.corrected)) < 0.01
+
+
+def test_divide_flattens_vignetting():
+    rng = np.random.default_rng(2)
+    yy, xx = np.mgrid[0:120, 0:160]
+    vignette = 1 - 0.4 * (((yy - 60) / 100) ** 2 + ((xx - 80) / 100) ** 2)
+    img = (0.1 * vignette * (1 + rng.normal(0, 0.01, vignette.shape))).astype(np.float32)
+    res = bgopt.fit_background(img, seed=1, correction="divide", epochs=200, protect=False)
+    assert np.std(res.corrected) < 0.25 * np.std(img)
+    assert abs(np.median(res.corrected) - np.median(img)) < 0.01
+
+
+def test_missing_pixels_unchanged_and_out_of_range_counted():
+    img = _small_sky()
+    img[:, :10] = 0.0
+    img[5, 50] = np.nan
+    orig = img.copy()
+    res = bgopt.fit_background(img, seed=1, **FAST)
+    np.testing.assert_array_equal(img, orig)  # caller's array untouched
+    assert (res.corrected[:, :10] == 0).all() and np.isnan(res.corrected[5, 50])
+    assert np.isfinite(res.background).all()
+    assert set(res.out_of_range) == {"below", "above"}
+    none = bgopt.fit_background(img, seed=1, pedestal="none", **FAST)
+    assert none.out_of_range["below"] > 0  # about half the sky is below 0 without pedestal
+
+
+def test_mask_and_progress():
+    img = _small_sky()
+    mask = np.ones(img.shape, np.float32)
+    mask[:, 64:] = 0
+    events = []
+    res = bgopt.fit_background(img, mask=mask, seed=1, progress=events.append, **FAST)
+    assert (res.working_mask[:, res.working_mask.shape[1] // 2 + 1:] == 0).all()
+    stages = [e.stage for e in events]
+    assert stages[0] == "prepare" and stages[-1] == "done"
+    assert "fit" in stages and "evaluate" in stages
+    assert any(e.loss is not None for e in events if e.stage == "fit")
+
+
+@pytest.mark.parametrize("image,kwargs,match", [
+    (np.full((64, 64), 0.2), {}, "constant"),
+    (np.zeros((0, 5)), {}, "empty|shape"),
+    (np.zeros((64, 64)), {}, "no valid pixel"),
+    (np.ones((64, 64, 2)), {}, r"\(H, W\)"),
+    (np.ones((4, 4, 4, 4)), {}, r"\(H, W\)"),
+    (np.array([["a", "b"], ["c", "d"]]), {}, "dtype"),
+    (np.ones((64, 64), bool), {}, "dtype"),
+])
+def test_bad_images(image, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        bgopt.fit_background(image, **kwargs)
+
+
+def test_bad_masks_and_sizes():
+    img = _small_sky()
+    with pytest.raises(ValueError, match="mask shape"):
+        bgopt.fit_background(img, mask=np.ones((10, 10)))
+    with pytest.raises(ValueError, match="excludes every pixel"):
+        bgopt.fit_background(img, mask=np.zeros(img.shape))
+    with pytest.raises(ValueError, match="smaller than the downscaling factor"):
+        bgopt.fit_background(img[:6, :6], downscaling_factor=8)
+    with pytest.raises(ValueError, match="valid working pixels"):
+        bgopt.fit_background(img, downscaling_factor=32, n_control_points=32)
+    with pytest.raises(ValueError, match="masked"):
+        bgopt.fit_background(img, threshold_min=-1.0, threshold_max=-0.5)
+    rgb = _small_sky(rgb=True)
+    rgb[..., 1] = np.nan
+    with pytest.raises(ValueError, match="channel 1"):
+        bgopt.fit_background(rgb)
+    with pytest.raises(TypeError, match="unknown"):
+        bgopt.fit_background(img, n_points=4)

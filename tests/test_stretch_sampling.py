@@ -1,0 +1,83 @@
+"""Delinearizing stretch and working-image construction."""
+
+import numpy as np
+import pytest
+
+from bgopt_plugin.config import Config
+from bgopt_plugin.sampling import auto_factor, block_reduce, initial_points, threshold_mask
+from bgopt_plugin.stretch import TARGET_MEDIAN, Stretch
+
+
+def test_stretch_round_trip_and_median():
+    rng = np.random.default_rng(0)
+    img = (0.02 + rng.gamma(2.0, 0.01, (64, 80, 3))).astype(np.float32)
+    st = Stretch.fit(img, 0.95)
+    y = st.forward(img)
+    assert y.dtype == np.float32
+    assert 0.0 <= y.min() and y.max() <= 1.0
+    np.testing.assert_allclose(np.median(y.reshape(-1, 3), axis=0), TARGET_MEDIAN, atol=2e-3)
+    # Exact inverse for every pixel inside the stretched range.
+    inside = img <= st.pedestal + st.scale
+    back = st.inverse(y)
+    np.testing.assert_allclose(back[inside], img[inside], rtol=2e-5, atol=1e-7)
+
+
+def test_stretch_rejects_constant_channel():
+    with pytest.raises(ValueError, match="constant"):
+        Stretch.fit(np.full((10, 10, 1), 0.3, np.float32), 0.95)
+
+
+def test_block_median_and_mean_match_numpy_with_nans():
+    rng = np.random.default_rng(1)
+    img = rng.normal(size=(37, 45, 2)).astype(np.float32)
+    img[rng.uniform(size=img.shape) < 0.1] = np.nan
+    img[:8, :8] = np.nan  # an all-NaN block
+    f = 8
+    for func, ref in (("median", np.nanmedian), ("mean", np.nanmean)):
+        got = block_reduce(img, f, func)
+        assert got.shape == (5, 6, 2)
+        for by in range(5):
+            for bx in range(6):
+                block = img[by * f:(by + 1) * f, bx * f:(bx + 1) * f]
+                with np.errstate(all="ignore"), pytest.warns(RuntimeWarning) if by == bx == 0 else _nowarn():
+                    want = ref(block.reshape(-1, 2), axis=0)
+                np.testing.assert_allclose(got[by, bx], want, rtol=1e-5, equal_nan=True)
+
+
+class _nowarn:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_auto_factor_and_threshold():
+    assert auto_factor((4000, 6000)) == 47  # 6000 / 128
+    assert auto_factor((100, 50)) == 1
+    m = threshold_mask(np.array([[0.0, 0.5, np.nan, 1.2]]), 0.001, 1.0)
+    np.testing.assert_array_equal(m, [[0, 1, 0, 0]])
+
+
+def test_initial_points_inside_extent():
+    rng = np.random.default_rng(0)
+    for how in ("random", "grid"):
+        pts = initial_points(30, (0.5, 1.0), how, rng)
+        assert pts.shape == (30, 2)
+        assert (pts[:, 0] >= 0).all() and (pts[:, 0] <= 0.5).all()
+        assert (pts[:, 1] >= 0).all() and (pts[:, 1] <= 1.0).all()
+
+
+@pytest.mark.parametrize("bad", [
+    {"order": 5}, {"downscaling_factor": 0}, {"downscaling_factor": "big"},
+    {"initializer": "hex"}, {"correction": "add"}, {"pedestal": "max"},
+    {"threshold_min": 0.5, "threshold_max": 0.4}, {"n_control_points": 2}, {"epochs": -1},
+])
+def test_config_validation(bad):
+    with pytest.raises(ValueError):
+        Config(**bad)
+
+
+def test_config_rejects_unknown_option():
+    with pytest.raises(TypeError, match="unknown option"):
+        Config.from_options(n_points=3)
