@@ -31,7 +31,7 @@ class ProgressEvent:
     loss : float or None
         Current loss during ``"fit"``.
     message : str
-        Short human-readable description.
+        Short description (``"refit 1"``, ``"refit 2"``... for the protection refits).
     """
 
     stage: str

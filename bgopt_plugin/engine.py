@@ -17,7 +17,8 @@ from .protect import protection_mask
 from .sampling import auto_factor, block_reduce, initial_points, initial_values, threshold_mask
 from .stretch import Stretch
 
-__all__ = ["fit_background", "BackgroundResult", "BackgroundModel", "evaluation_step"]
+__all__ = ["fit_background", "prepare", "Prepared", "BackgroundResult", "BackgroundModel",
+           "evaluation_step"]
 
 #: Evaluate exactly on every ``step``-th pixel (then bicubic) when the long side exceeds this.
 EXACT_EVAL_LONG_SIDE = 1024
@@ -188,6 +189,74 @@ def _spline_init(points, working, weights, q, y, wt, config: Config):
     return SplineParams(points.astype(np.float32), w, v, config.order)
 
 
+@dataclass
+class Prepared:
+    """The working image and what it was made from (see :func:`prepare`)."""
+
+    data: np.ndarray       # (H, W, C) float32 copy of the input
+    missing: np.ndarray    # (H, W, C) bool: 0, NaN or Inf in the input
+    stretch: Stretch
+    factor: int
+    working: np.ndarray    # (h, w, C) stretched, downscaled; NaN where no data
+    weights: np.ndarray    # (h, w, C) loss weights in [0, 1]
+    usable: np.ndarray     # (h, w) bool: pixels with a non-zero weight in some channel
+
+
+def prepare(image: Any, mask: Any = None, config: Config | None = None) -> Prepared:
+    """Validate, stretch, downscale and mask: everything before the fit.
+
+    Used by :func:`fit_background` and by previews (no TensorFlow involved).
+
+    Parameters
+    ----------
+    image : array_like, (H, W) or (H, W, C)
+    mask : array_like, optional
+        Weights in [0, 1] (1 = use).
+    config : Config, optional
+
+    Returns
+    -------
+    Prepared
+
+    Raises
+    ------
+    ValueError
+        See :func:`fit_background`.
+    """
+    config = config or Config()
+    arr, _ = _as_channels_last(image)
+    h, w, n_chan = arr.shape
+    user_weights = _as_weights(mask, arr.shape)
+    data = np.array(arr, dtype=np.float32, copy=True)
+    missing = ~np.isfinite(data) | (data == 0)
+    for c in range(n_chan):
+        if missing[..., c].all():
+            raise ValueError(f"channel {c} has no valid pixel (all NaN, Inf or zero)")
+    if user_weights is not None and not (user_weights > 0).any():
+        raise ValueError("the mask excludes every pixel")
+    nan_data = np.where(missing, np.float32(np.nan), data)
+    stretch = Stretch.fit(nan_data, config.delinearization_quantile)
+    factor = auto_factor((h, w)) if config.downscaling_factor == "auto" else config.downscaling_factor
+    if factor > min(h, w):
+        raise ValueError(f"image ({h}x{w}) is smaller than the downscaling factor {factor}")
+    stretched = stretch.forward(nan_data)
+    del nan_data
+    working = block_reduce(stretched, factor, config.downscaling_func)
+    del stretched
+    weights = threshold_mask(working, config.threshold_min, config.threshold_max)
+    if user_weights is not None:
+        weights *= block_reduce(user_weights, factor, "mean")
+    weights[~np.isfinite(working)] = 0.0
+    usable = weights.max(axis=-1) > 0
+    n_usable = int(usable.sum())
+    if n_usable == 0:
+        raise ValueError("every working pixel is masked (check the mask and the thresholds)")
+    if n_usable < config.n_control_points:
+        raise ValueError(f"only {n_usable} valid working pixels for {config.n_control_points} "
+                         "control points: lower the downscaling factor or the number of points")
+    return Prepared(data, missing, stretch, factor, working, weights, usable)
+
+
 def fit_background(image: Any, mask: Any = None, config: Config | None = None,
                    **options: Any) -> BackgroundResult:
     """Fit a smooth background to a linear image and remove it.
@@ -232,38 +301,11 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None,
     timings: dict[str, float] = {}
     arr, squeeze = _as_channels_last(image)
     h, w, n_chan = arr.shape
-    user_weights = _as_weights(mask, arr.shape)
     _emit(config, "prepare", message="stretching and downscaling")
-
-    data = arr.astype(np.float32)  # always a copy for float32 input too
-    if data is arr:
-        data = data.copy()
-    missing = ~np.isfinite(data) | (data == 0)
-    for c in range(n_chan):
-        if missing[..., c].all():
-            raise ValueError(f"channel {c} has no valid pixel (all NaN, Inf or zero)")
-    if user_weights is not None and not (user_weights > 0).any():
-        raise ValueError("the mask excludes every pixel")
-    nan_data = np.where(missing, np.float32(np.nan), data)
-    stretch = Stretch.fit(nan_data, config.delinearization_quantile)
-
-    factor = auto_factor((h, w)) if config.downscaling_factor == "auto" else config.downscaling_factor
-    if factor > min(h, w):
-        raise ValueError(f"image ({h}x{w}) is smaller than the downscaling factor {factor}")
-    stretched = stretch.forward(nan_data)
-    working = block_reduce(stretched, factor, config.downscaling_func)
-    del stretched
-    weights = threshold_mask(working, config.threshold_min, config.threshold_max)
-    if user_weights is not None:
-        weights *= block_reduce(user_weights, factor, "mean")
-    weights[~np.isfinite(working)] = 0.0
-    usable = weights.max(axis=-1) > 0
+    prep = prepare(arr, mask, config)
+    data, missing, stretch, factor = prep.data, prep.missing, prep.stretch, prep.factor
+    working, weights, usable = prep.working, prep.weights, prep.usable
     n_usable = int(usable.sum())
-    if n_usable == 0:
-        raise ValueError("every working pixel is masked (check the mask and the thresholds)")
-    if n_usable < config.n_control_points:
-        raise ValueError(f"only {n_usable} valid working pixels for {config.n_control_points} "
-                         "control points: lower the downscaling factor or the number of points")
     timings["prepare"] = time.perf_counter() - t0
 
     # --- fit -------------------------------------------------------------------------
@@ -280,9 +322,9 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None,
     points = initial_points(config.n_control_points, (h / long_side, w / long_side),
                             config.initializer, rng)
 
-    def on_block(stage: str, offset: int):
+    def on_block(stage: str, total: int, message: str):
         def cb(done: int, loss: float) -> None:
-            _emit(config, stage, offset + done, offset + config.epochs, loss)
+            _emit(config, stage, done, total, loss, message)
         return cb
 
     history: list[float] = []
@@ -302,9 +344,10 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None,
             trainer = make_trainer(q, y, wt, init, alpha=config.alpha,
                                    learning_rate=config.learning_rate)
         stage = "fit" if round_ == 0 else "protect"
+        n_epochs = config.epochs if round_ == 0 else config.epochs // 4
         fit = fit_spline(q, y, wt, init, alpha=config.alpha, learning_rate=config.learning_rate,
-                         epochs=config.epochs if round_ == 0 else config.epochs // 4,
-                         on_block=on_block(stage, len(history)), trainer=trainer)
+                         epochs=n_epochs, trainer=trainer,
+                         on_block=on_block(stage, n_epochs, "fit" if round_ == 0 else f"refit {round_}"))
         params = fit.params
         history.extend(fit.loss_history)
         if round_ == rounds - 1:
@@ -331,7 +374,7 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None,
 
     t3 = time.perf_counter()
     corrected = _correct(data, background, missing, config)
-    valid_max = np.nanmax(nan_data)
+    valid_max = np.nanmax(np.where(missing, np.nan, data))
     valid = ~missing
     out_of_range = {
         "below": int(np.count_nonzero((corrected < 0) & valid)),

@@ -1,0 +1,61 @@
+"""IO adapter layer: FITS and XISF files <-> one :class:`Image` type.
+
+Layout conversion (channels-first planes in FITS, channels-last in XISF) happens only
+here; the engine always sees channels-last float32.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .fits import FITS_EXTENSIONS, read_fits, write_fits
+from .image import Image, ImageIOError
+from .xisf import XISF_EXTENSIONS, read_xisf, write_xisf
+
+__all__ = ["Image", "ImageIOError", "read_image", "write_image", "format_of", "SUPPORTED"]
+
+SUPPORTED = FITS_EXTENSIONS + XISF_EXTENSIONS
+
+
+def format_of(path: str | Path) -> str:
+    """``"fits"`` or ``"xisf"`` from the file name; ImageIOError for anything else."""
+    suffix = Path(path).suffix.lower()
+    if suffix in FITS_EXTENSIONS:
+        return "fits"
+    if suffix in XISF_EXTENSIONS:
+        return "xisf"
+    raise ImageIOError(path, f"unknown extension {suffix!r} (expected one of {', '.join(SUPPORTED)})")
+
+
+def read_image(path: str | Path) -> Image:
+    """Read a FITS or XISF file into an :class:`Image` (dispatch on the extension).
+
+    Examples
+    --------
+    >>> read_image("missing.fits")
+    Traceback (most recent call last):
+    ...
+    bgopt_plugin.io.image.ImageIOError: missing.fits: file not found
+    """
+    return read_fits(path) if format_of(path) == "fits" else read_xisf(path)
+
+
+def write_image(path: str | Path, image: Image, data: np.ndarray | None = None, *,
+                cards=(), history: str | None = None, overwrite: bool = False,
+                codec: str | None = None) -> int:
+    """Write ``data`` (or ``image.data``) in the format of ``path``, atomically.
+
+    Returns
+    -------
+    int
+        Number of values clipped to fit the format (XISF float data are kept in [0, 1]).
+    """
+    if format_of(path) == "fits":
+        if Path(path).suffix.lower() == ".fz":
+            raise ImageIOError(path, "writing tile-compressed .fz is not supported; use .fits")
+        write_fits(path, image, data, cards, history, overwrite)
+        return 0
+    _, clipped = write_xisf(path, image, data, cards, history, overwrite, codec)
+    return clipped

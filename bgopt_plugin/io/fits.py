@@ -1,0 +1,171 @@
+"""FITS adapter (astropy.io.fits): channels-first planes <-> channels-last Image."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.utils.exceptions import AstropyWarning
+
+from .atomic import atomic_output
+from .image import Image, ImageIOError
+
+__all__ = ["read_fits", "write_fits", "FITS_EXTENSIONS", "integer_scale"]
+
+FITS_EXTENSIONS = (".fit", ".fits", ".fts", ".fz")
+
+# Cards that describe the data layout; astropy writes them from the array.
+_STRUCTURAL = {"SIMPLE", "XTENSION", "BITPIX", "EXTEND", "PCOUNT", "GCOUNT", "BZERO", "BSCALE",
+               "BLANK", "CHECKSUM", "DATASUM"}
+
+
+def integer_scale(dtype: np.dtype) -> float:
+    """Full-scale value used to normalise integer samples to [0, 1] (as Siril does).
+
+    Examples
+    --------
+    >>> integer_scale(np.dtype(np.uint16)), integer_scale(np.dtype(np.float32))
+    (65535.0, 1.0)
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        return float(np.iinfo(dtype).max)
+    return 1.0
+
+
+def _image_hdu(hdul: fits.HDUList):
+    for hdu in hdul:
+        if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) and hdu.data is not None:
+            if hdu.header.get("EXTNAME", "").upper() == "ICCPROFILE":
+                continue
+            return hdu
+    return None
+
+
+def read_fits(path: str | Path) -> Image:
+    """Read the primary HDU, or the first image HDU, of a FITS file.
+
+    NAXIS 2 is mono; NAXIS 3 with NAXIS3 of 1 or 3 gives those planes. Integer data
+    (BZERO/BSCALE applied, unsigned 16-bit included) are normalised to [0, 1].
+
+    Raises
+    ------
+    ImageIOError
+        For a missing, unreadable, corrupt or unsupported file.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AstropyWarning)
+            with fits.open(path, memmap=False) as hdul:
+                hdul.verify("silentfix+ignore")
+                hdu = _image_hdu(hdul)
+                if hdu is None:
+                    raise ImageIOError(path, "no image data in any HDU")
+                raw = np.asarray(hdu.data)
+                header = hdu.header.copy()
+                extra = [h.copy() for h in hdul if h is not hdu and not _empty_primary(h)]
+    except ImageIOError:
+        raise
+    except FileNotFoundError as exc:
+        raise ImageIOError(path, "file not found") from exc
+    except PermissionError as exc:
+        raise ImageIOError(path, "permission denied") from exc
+    except IsADirectoryError as exc:
+        raise ImageIOError(path, "is a directory") from exc
+    except Exception as exc:  # noqa: BLE001 - astropy raises many types for bad files
+        raise ImageIOError(path, f"not a readable FITS file ({_short(exc)})") from exc
+    if raw.ndim == 2:
+        planes = raw[None]
+    elif raw.ndim == 3 and raw.shape[0] in (1, 3):
+        planes = raw
+    else:
+        raise ImageIOError(path, f"unsupported dimensionality {raw.shape} "
+                                 "(need 2-D, or 3-D with 1 or 3 planes)")
+    dtype = raw.dtype
+    scale = integer_scale(dtype)
+    data = np.moveaxis(planes, 0, -1).astype(np.float32)
+    if scale != 1.0:
+        data /= np.float32(scale)
+    return Image(data=np.ascontiguousarray(data), format="fits", source_dtype=dtype, scale=scale,
+                 meta={"header": header, "extra_hdus": extra}, path=path)
+
+
+def _empty_primary(hdu) -> bool:
+    return isinstance(hdu, fits.PrimaryHDU) and hdu.data is None
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:120]
+
+
+def header_for_output(header: fits.Header | None) -> fits.Header:
+    """A primary header with every source card except the structural ones."""
+    out = fits.Header()
+    if header is None:
+        return out
+    for card in header.cards:
+        key = card.keyword
+        if key in _STRUCTURAL or key.startswith("NAXIS") or key in ("EXTNAME", "EXTVER", "ZIMAGE"):
+            continue
+        out.append(card, end=True)
+    return out
+
+
+def write_fits(path: str | Path, image: Image, data: np.ndarray | None = None,
+               cards: list[tuple[str, object, str]] = (), history: str | None = None,
+               overwrite: bool = False) -> Path:
+    """Write float32 planes (BITPIX -32) with the source header and extra HDUs.
+
+    Parameters
+    ----------
+    path : path
+        Output file (written to a temporary file first, then renamed).
+    image : Image
+        Source image: its header and extra HDUs (ICC profile...) are carried over.
+    data : ndarray (H, W, C), optional
+        Pixels to write instead of ``image.data``.
+    cards : list of (keyword, value, comment)
+        Keywords to add or update.
+    history : str, optional
+        A HISTORY line to add.
+    overwrite : bool
+        Replace an existing output.
+    """
+    path = Path(path)
+    pixels = image.data if data is None else data
+    planes = np.moveaxis(np.asarray(pixels, dtype=np.float32), -1, 0)
+    if planes.shape[0] == 1:
+        planes = planes[0]
+    if image.format == "xisf":
+        from .keywords import keywords_to_header
+
+        source_header = keywords_to_header(image.meta.get("fits_keywords", {}))
+        lost = sorted(image.meta.get("properties", {}))
+        if lost:
+            warnings.warn(f"{image.path or 'input'}: XISF properties not carried to FITS "
+                          f"{path.name}: {', '.join(lost[:5])}{' ...' if len(lost) > 5 else ''}",
+                          UserWarning, stacklevel=2)
+    else:
+        source_header = image.meta.get("header")
+    header = header_for_output(source_header)
+    for key, value, comment in cards:
+        header[key] = (value if not isinstance(value, bool) else bool(value), comment)
+    if history:
+        header.add_history(history)
+    primary = fits.PrimaryHDU(data=planes, header=header)
+    hdus = [primary] + [h.copy() for h in image.meta.get("extra_hdus", [])]
+    for h in hdus[1:]:
+        if isinstance(h, fits.PrimaryHDU):  # an extra primary becomes an extension
+            hdus[hdus.index(h)] = fits.ImageHDU(data=h.data, header=h.header)
+    with atomic_output(path, overwrite) as tmp:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", AstropyWarning)
+                fits.HDUList(hdus).writeto(tmp, overwrite=True, output_verify="silentfix")
+        except OSError as exc:
+            raise ImageIOError(path, f"cannot write ({exc.strerror or exc})") from exc
+    return path

@@ -1,0 +1,122 @@
+"""PNG plots (matplotlib, Agg backend): before/after, model, loss, preview."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .stretch import mtf
+
+__all__ = ["auto_stretch_params", "apply_display_stretch", "plot_before_after", "plot_model",
+           "plot_loss", "plot_preview"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def auto_stretch_params(image: np.ndarray, target: float = 0.25) -> tuple[np.ndarray, ...]:
+    """Screen-transfer-like display stretch: black point at median - 2.8 MAD, median to ``target``."""
+    img = image if image.ndim == 3 else image[..., None]
+    flat = img.reshape(-1, img.shape[-1])
+    black, white, mid = [], [], []
+    for c in range(flat.shape[1]):
+        v = flat[:, c][np.isfinite(flat[:, c]) & (flat[:, c] != 0)]
+        med = float(np.median(v))
+        mad = 1.4826 * float(np.median(np.abs(v - med)))
+        lo = max(float(v.min()), med - 2.8 * mad)
+        hi = float(np.quantile(v, 0.9995))
+        hi = hi if hi > lo else lo + 1e-6
+        m = (med - lo) / (hi - lo)
+        black.append(lo)
+        white.append(hi)
+        mid.append(float(mtf(np.clip(m, 1e-6, 1 - 1e-6), target)))
+    return np.array(black), np.array(white), np.array(mid)
+
+
+def apply_display_stretch(image: np.ndarray, params) -> np.ndarray:
+    """Apply :func:`auto_stretch_params` output; returns values in [0, 1] for imshow."""
+    black, white, mid = params
+    img = image if image.ndim == 3 else image[..., None]
+    x = np.clip((img - black) / (white - black), 0, 1)
+    out = mtf(np.nan_to_num(x), mid)
+    return out[..., 0] if out.shape[-1] == 1 else out
+
+
+def _show(ax, img, title):
+    ax.imshow(img, origin="lower", cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
+    ax.set_title(title)
+    ax.set_axis_off()
+
+
+def plot_before_after(path: str | Path, before: np.ndarray, after: np.ndarray) -> Path:
+    """Side-by-side before/after with the same display stretch (from ``before``)."""
+    plt = _plt()
+    params = auto_stretch_params(after)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    _show(axes[0], apply_display_stretch(before, params), "before")
+    _show(axes[1], apply_display_stretch(after, params), "after")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_model(path: str | Path, background: np.ndarray, control_points: np.ndarray) -> Path:
+    """The background model (min-max stretched) with its control points."""
+    plt = _plt()
+    bg = background if background.ndim == 3 else background[..., None]
+    lo = bg.reshape(-1, bg.shape[-1]).min(0)
+    hi = bg.reshape(-1, bg.shape[-1]).max(0)
+    img = (bg - lo) / np.where(hi > lo, hi - lo, 1)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    _show(ax, img[..., 0] if img.shape[-1] == 1 else img, "background model")
+    ax.plot(control_points[:, 0], control_points[:, 1], "o", mfc="none", mec="red", ms=7)
+    ax.set_xlim(-0.5, bg.shape[1] - 0.5)
+    ax.set_ylim(-0.5, bg.shape[0] - 0.5)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_loss(path: str | Path, loss_history: list[float]) -> Path:
+    """Loss per epoch (protection refits appear as later segments)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.plot(np.arange(1, len(loss_history) + 1), loss_history)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_preview(path: str | Path, working: np.ndarray, weights: np.ndarray) -> Path:
+    """Delinearized downscaled image, its mask (masked pixels in red) and histogram."""
+    plt = _plt()
+    work = working if working.ndim == 3 else working[..., None]
+    wts = weights if weights.ndim == 3 else weights[..., None]
+    fig, axes = plt.subplots(2, 1, figsize=(9, 9), gridspec_kw={"height_ratios": [3, 1]})
+    shown = np.nan_to_num(work[..., 0] if work.shape[-1] == 1 else work)
+    rgb = np.repeat(shown[..., None], 3, -1) if shown.ndim == 2 else shown.copy()
+    masked = wts.max(axis=-1) == 0
+    rgb[masked] = 0.5 * rgb[masked] + np.array([0.5, 0, 0])
+    _show(axes[0], np.clip(rgb, 0, 1), "delinearized working image (red = masked)")
+    colours = ["red", "green", "blue"] if work.shape[-1] == 3 else ["black"]
+    for c, col in enumerate(colours):
+        v = work[..., c][np.isfinite(work[..., c])]
+        axes[1].hist(v, bins=100, range=(0, 1), color=col, alpha=0.5)
+    axes[1].set_xlabel("stretched value")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90, format="png")
+    plt.close(fig)
+    return Path(path)

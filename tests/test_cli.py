@@ -1,0 +1,217 @@
+"""The bgopt command line end to end on real files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+from astropy.io import fits
+from xisf import XISF
+
+from bgopt_plugin import io as bio
+from bgopt_plugin.cli import main
+from bgopt_plugin.synthetic import make_scene
+
+FAST = ["-e", "80", "--seed", "1", "-q"]
+
+
+def _sky(shape=(96, 128), rgb=True):
+    sc = make_scene("dome" if rgb else "linear", shape=shape)
+    return sc.image
+
+
+def _write_fits(path, img):
+    planes = np.moveaxis(img, -1, 0) if img.ndim == 3 else img
+    h = fits.Header()
+    h["OBJECT"] = "test field"
+    h["EXPTIME"] = 120.0
+    h["CTYPE1"], h["CTYPE2"] = "RA---TAN", "DEC--TAN"
+    h["CRVAL1"], h["CRVAL2"] = 10.0, 20.0
+    fits.PrimaryHDU(planes.astype(np.float32), h).writeto(path)
+    return path
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def test_single_fits_end_to_end(tmp_path, capsys):
+    src = _write_fits(tmp_path / "m42.fit", _sky())
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main([str(src), "-o", str(out), "-e", "80", "--seed", "1"]) == 0
+    corrected, model = out / "m42_bgSubtracted.fit", out / "m42_bgModel.fit"
+    assert corrected.exists() and model.exists()
+    with fits.open(corrected) as hdul:
+        h = hdul[0].header
+        assert h["BITPIX"] == -32 and hdul[0].data.shape == (3, 96, 128)
+        assert h["OBJECT"] == "test field" and h["CRVAL2"] == 20.0
+        assert h["BGOPTVER"] and h["BGO_N"] == 32 and "bgopt" in str(h["HISTORY"])
+    assert fits.getheader(model)["BGO_KIND"] == "model"
+    img = bio.read_image(src).data
+    res = bio.read_image(corrected).data
+    # the gradient is gone: the spread of block medians shrinks a lot
+    def spread(a):
+        return np.ptp(np.median(a[:96, :128, 0].reshape(6, 16, 8, 16), axis=(1, 3)))
+    assert spread(res) < 0.3 * spread(img)
+    assert "m42_bgSubtracted.fit" in capsys.readouterr().out
+
+
+def test_xisf_in_xisf_out_and_format_conversion(tmp_path):
+    src = tmp_path / "lum.xisf"
+    XISF.write(str(src), _sky(rgb=False)[..., None],
+               image_metadata={"FITSKeywords": {"OBJECT": [{"value": "'NGC 7000'", "comment": ""}]}})
+    assert main([str(src), "-o", str(tmp_path), "-c", *FAST]) == 0
+    out = tmp_path / "lum_bgSubtracted.xisf"
+    meta = XISF(str(out)).get_images_metadata()[0]
+    assert meta["compression"][0].startswith("lz4hc")
+    assert meta["FITSKeywords"]["OBJECT"][0]["value"] == "NGC 7000"
+    assert main([str(src), "-o", str(tmp_path), "--format", "fits", "--no-model", *FAST]) == 0
+    conv = tmp_path / "lum_bgSubtracted.fits"
+    assert fits.getheader(conv)["OBJECT"] == "NGC 7000"
+    assert not (tmp_path / "lum_bgModel.fits").exists()
+
+
+def test_mask_file(tmp_path):
+    img = _sky()
+    src = _write_fits(tmp_path / "a.fits", img)
+    mask = np.ones(img.shape[:2], np.float32)
+    mask[:, :40] = 0
+    _write_fits(tmp_path / "mask.fits", mask)
+    assert main([str(src), "-o", str(tmp_path), "-m", str(tmp_path / "mask.fits"), *FAST]) == 0
+    bad = _write_fits(tmp_path / "small.fits", mask[:50, :50])
+    before = _snapshot(tmp_path)
+    assert main([str(src), "-o", str(tmp_path), "-m", str(bad), "--overwrite", *FAST]) == 2
+    assert _snapshot(tmp_path) == before
+
+
+def test_preview_writes_png_only(tmp_path):
+    src = _write_fits(tmp_path / "p.fits", _sky())
+    assert main([str(src), "-o", str(tmp_path), "-p", "-dq", "0.9", "-tM", "0.8", "-q"]) == 0
+    png = tmp_path / "p_preview.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob("*_bg*"))
+
+
+def test_plots_and_verbose_stats(tmp_path, capsys):
+    src = _write_fits(tmp_path / "v.fits", _sky())
+    assert main([str(src), "-o", str(tmp_path), "--plots", "-v", "-e", "60", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    for label in ("Original", "Downscaled", "Bg (linear)", "Corrected"):
+        assert label in out
+    for name in ("v_bgSubtracted_before_after.png", "v_bgModel.png", "v_bgSubtracted_loss.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_refuses_overwrite_unless_asked(tmp_path, capsys):
+    src = _write_fits(tmp_path / "o.fits", _sky())
+    assert main([str(src), "-o", str(tmp_path), *FAST]) == 0
+    out = tmp_path / "o_bgSubtracted.fits"
+    first = out.read_bytes()
+    assert main([str(src), "-o", str(tmp_path), *FAST]) == 2
+    assert "output exists" in capsys.readouterr().err
+    assert out.read_bytes() == first
+    assert main([str(src), "-o", str(tmp_path), "--overwrite", "--seed", "2", "-e", "80", "-q"]) == 0
+
+
+def _bad_inputs(tmp_path):
+    good = _write_fits(tmp_path / "good.fits", _sky())
+    corrupt = tmp_path / "corrupt.fits"
+    corrupt.write_bytes(b"NOT A FITS FILE" * 300)
+    truncated = tmp_path / "trunc.fits"
+    truncated.write_bytes(good.read_bytes()[:12000])
+    cube = tmp_path / "cube.fits"
+    fits.PrimaryHDU(np.ones((2, 3, 8, 8), np.float32)).writeto(cube)
+    badx = tmp_path / "bad.xisf"
+    badx.write_bytes(b"XISF0100" + b"\xff" * 100)
+    unknown = tmp_path / "img.tif"
+    unknown.write_bytes(b"II*\x00")
+    return {
+        "missing.fits": "file not found",
+        str(corrupt): "not a readable FITS",
+        str(truncated): "trunc.fits",
+        str(cube): "unsupported dimensionality",
+        str(badx): "not a readable XISF",
+        str(unknown): "unknown extension",
+    }
+
+
+def test_bad_inputs_fail_cleanly(tmp_path, capsys):
+    cases = _bad_inputs(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    for path, message in cases.items():
+        before = _snapshot(tmp_path)
+        code = main([path if os.sep in path else str(tmp_path / path), "-o", str(out), *FAST])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2, path
+        assert len(err) == 1 and message in err[0] and os.path.basename(path) in err[0], err
+        assert "Traceback" not in err[0]
+        assert _snapshot(tmp_path) == before  # inputs untouched
+        assert not any(out.iterdir())
+
+
+def test_unwritable_output_dir(tmp_path, capsys):
+    src = _write_fits(tmp_path / "w.fits", _sky())
+    target = "/proc/self" if os.geteuid() == 0 else str(tmp_path / "ro")
+    if target != "/proc/self":
+        os.mkdir(target, 0o555)
+    assert main([str(src), "-o", target, *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "not writable" in err and len(err.strip().splitlines()) == 1
+    assert main([str(src), "-o", str(tmp_path / "nope"), *FAST]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_batch_continues_past_a_bad_file(tmp_path, capsys):
+    for name in ("a.fits", "c.fits"):
+        _write_fits(tmp_path / name, _sky())
+    (tmp_path / "b.fits").write_bytes(b"junk" * 1000)
+    out = tmp_path / "out"
+    out.mkdir()
+    code = main([str(tmp_path / "*.fits"), "-o", str(out), "-e", "60", "--seed", "1", "-B", "4"])
+    assert code == 2
+    assert (out / "a_bgSubtracted.fits").exists() and (out / "c_bgSubtracted.fits").exists()
+    assert not (out / "b_bgSubtracted.fits").exists()
+    captured = capsys.readouterr()
+    assert "2 of 3 files done; failed:" in captured.out and "b.fits" in captured.err
+
+
+def test_console_script_and_module(tmp_path):
+    src = _write_fits(tmp_path / "s.fits", _sky(rgb=False))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    r = subprocess.run([sys.executable, "-m", "bgopt_plugin", str(src), "-o", str(tmp_path), *FAST],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-m", "bgopt_plugin", str(tmp_path / "none.xisf")],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2 and r.stderr.strip() == f"bgopt: error: {tmp_path / 'none.xisf'}: file not found"
+    r = subprocess.run([sys.executable, "-m", "bgopt_plugin", "--help"], capture_output=True, text=True)
+    assert "-dq" in r.stdout and "compatibility" in r.stdout
+
+
+def test_demo_runs(tmp_path):
+    from bgopt_plugin.demo import run_demo
+
+    assert run_demo([str(tmp_path / "demo"), "-q"]) == 0
+    names = {p.name for p in (tmp_path / "demo").iterdir()}
+    assert {"bgopt_demo_master.fits", "bgopt_demo_master_bgSubtracted.fits",
+            "bgopt_demo_master_bgModel.fits", "bgopt_demo_master_bgModel.png"} <= names
+
+
+def test_real_light_pollution_frame(real_data, tmp_path):
+    src = real_data / "dslr_lp_widefield_rgb_linear.fits"
+    before = src.read_bytes()
+    assert main([str(src), "-o", str(tmp_path), "--seed", "1", "-q"]) == 0
+    assert src.read_bytes() == before
+    img = bio.read_image(src).data
+    out = bio.read_image(tmp_path / "dslr_lp_widefield_rgb_linear_bgSubtracted.fits").data
+
+    def gradient(a):  # peak-to-peak of 50x50 block medians, per channel, worst
+        blocks = a[:400, :600].reshape(8, 50, 12, 50, 3)
+        return np.ptp(np.median(blocks, axis=(1, 3)).reshape(-1, 3), axis=0).max()
+    assert gradient(out) < 0.35 * gradient(img)
+    with fits.open(tmp_path / "dslr_lp_widefield_rgb_linear_bgSubtracted.fits") as hdul:
+        assert hdul[0].header["BGO_PROT"] is True
