@@ -17,6 +17,7 @@ from . import io as bio
 from ._version import __version__
 from .config import PARAMETER_HELP, Config, ProgressEvent
 from .io.atomic import atomic_output
+from .progress import TqdmProgress
 from .provenance import history_line, keywords
 
 __all__ = ["main", "build_parser", "config_from_args", "output_paths"]
@@ -156,8 +157,7 @@ class _Reporter:
 
     def __init__(self, quiet: bool, verbose: bool):
         self.quiet, self.verbose = quiet, verbose
-        self.bar = None
-        self.stage = None
+        self.bars = TqdmProgress()
 
     def info(self, text: str) -> None:
         if not self.quiet:
@@ -172,31 +172,11 @@ class _Reporter:
         print(f"bgopt: error: {text}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-            self.stage = None
+        self.bars.close()
 
     def progress(self, ev: ProgressEvent) -> None:
-        if self.quiet:
-            return
-        from tqdm import tqdm
-
-        if ev.stage in ("fit", "protect", "evaluate"):
-            label = ev.message if ev.stage == "protect" else ev.stage
-            if self.stage != label:
-                self.close()
-                unit = "epoch" if ev.stage != "evaluate" else "chunk"
-                self.bar = tqdm(total=max(ev.total, ev.step), desc=f"  {label:8s}", unit=unit,
-                                leave=False, file=sys.stderr, dynamic_ncols=True)
-                self.stage = label
-            self.bar.total = max(self.bar.total, ev.total, ev.step)
-            self.bar.n = ev.step
-            if ev.loss is not None:
-                self.bar.set_postfix(loss=f"{ev.loss:.4f}", refresh=False)
-            self.bar.refresh()
-        elif ev.stage == "done":
-            self.close()
+        if not self.quiet:
+            self.bars(ev)
 
 
 def _stats(label: str, arr: np.ndarray) -> str:

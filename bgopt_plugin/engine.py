@@ -373,7 +373,7 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None,
     timings["evaluate"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
-    corrected = _correct(data, background, missing, config)
+    corrected = correct(data, background, config, missing)
     valid_max = np.nanmax(np.where(missing, np.nan, data))
     valid = ~missing
     out_of_range = {
@@ -401,23 +401,43 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None,
     )
 
 
-def _correct(data: np.ndarray, background: np.ndarray, missing: np.ndarray,
-             config: Config) -> np.ndarray:
-    level = np.median(background.reshape(-1, background.shape[-1]), axis=0).astype(np.float32)
-    if config.correction == "subtract":
-        out = data - background
-        if config.pedestal == "median":
-            out += level
-        elif config.pedestal != "none":
-            out += np.float32(config.pedestal)
-    else:
-        if not (background > 0).all():
-            raise ValueError("correction='divide' needs a positive background model; "
-                             "use correction='subtract' for data with a pedestal at or below 0")
-        out = data / background
-        if config.pedestal == "median":
-            out *= level
-        elif config.pedestal != "none":
-            out += np.float32(config.pedestal)
+def correct(data: np.ndarray, background: np.ndarray, config: Config,
+            missing: np.ndarray | None = None) -> np.ndarray:
+    """Remove a linear background from channels-last data (see ``Config.correction``).
+
+    Parameters
+    ----------
+    data, background : ndarray (H, W, C)
+    config : Config
+        ``correction`` and ``pedestal`` are used.
+    missing : ndarray of bool, optional
+        Pixels returned unchanged (default: zero, NaN and Inf pixels of ``data``).
+
+    Returns
+    -------
+    ndarray (H, W, C), float32
+    """
+    data = np.asarray(data, dtype=np.float32)
+    if missing is None:
+        missing = ~np.isfinite(data) | (data == 0)
+    out = data * correction_factor(background, config) if config.correction == "divide" else (
+        data - background)
+    if config.correction == "subtract" and config.pedestal == "median":
+        out += _level(background)
+    elif config.pedestal not in ("median", "none"):
+        out += np.float32(config.pedestal)
     out[missing] = data[missing]
     return out.astype(np.float32, copy=False)
+
+
+def _level(background: np.ndarray) -> np.ndarray:
+    return np.median(background.reshape(-1, background.shape[-1]), axis=0).astype(np.float32)
+
+
+def correction_factor(background: np.ndarray, config: Config) -> np.ndarray:
+    """Per-pixel multiplier of a ``divide`` correction (``median(model) / model``)."""
+    if not (background > 0).all():
+        raise ValueError("correction='divide' needs a positive background model; "
+                         "use correction='subtract' for data with a pedestal at or below 0")
+    numerator = _level(background) if config.pedestal == "median" else np.float32(1.0)
+    return (numerator / background).astype(np.float32)

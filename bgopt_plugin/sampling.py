@@ -25,8 +25,8 @@ def auto_factor(shape: tuple[int, ...], long_side: int = AUTO_LONG_SIDE) -> int:
     Examples
     --------
     >>> auto_factor((4000, 6000))
-    23
-    >>> auto_factor((200, 100))
+    47
+    >>> auto_factor((150, 100))
     1
     """
     return max(1, int(round(max(shape[:2]) / long_side)))

@@ -36,7 +36,7 @@ def mtf(x: np.ndarray, m: np.ndarray | float) -> np.ndarray:
 
     Examples
     --------
-    >>> float(mtf(0.2, 0.2))
+    >>> round(float(mtf(0.2, 0.2)), 6)
     0.5
     """
     x = np.asarray(x)
