@@ -15,69 +15,15 @@ import numpy as np
 
 from . import io as bio
 from ._version import __version__
-from .config import PARAMETER_HELP, Config, ProgressEvent
+from .config import ProgressEvent
 from .io.atomic import atomic_output
+from .options import add_engine_options, config_from_args
 from .progress import TqdmProgress
 from .provenance import history_line, keywords
 
 __all__ = ["main", "build_parser", "config_from_args", "output_paths"]
 
 EXIT_OK, EXIT_FAILED = 0, 2
-_D = Config.defaults()
-
-
-def _h(name: str) -> str:
-    return f"{PARAMETER_HELP[name]} (default: {_D[name]})"
-
-
-def _factor(text: str):
-    if text == "auto":
-        return "auto"
-    try:
-        return int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from exc
-
-
-def _pedestal(text: str):
-    if text in ("median", "none"):
-        return text
-    try:
-        return float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected 'median', 'none' or a number, got {text!r}") from exc
-
-
-def add_engine_options(p: argparse.ArgumentParser) -> None:
-    """The engine options, with the original bgoptimizer short names (shared with Siril)."""
-    p.add_argument("-dx", "--downscaling-factor", type=_factor, default=_D["downscaling_factor"],
-                   help=_h("downscaling_factor"))
-    p.add_argument("-df", "--downscaling-func", choices=["median", "mean"],
-                   default=_D["downscaling_func"], help=_h("downscaling_func"))
-    p.add_argument("-dq", "--delinearization-quantile", type=float,
-                   default=_D["delinearization_quantile"], help=_h("delinearization_quantile"))
-    p.add_argument("-N", "--control-points", dest="n_control_points", type=int,
-                   default=_D["n_control_points"], help=_h("n_control_points"))
-    p.add_argument("-O", "--order", type=int, choices=[1, 2, 3, 4], default=_D["order"],
-                   help=_h("order"))
-    p.add_argument("-tm", "--threshold-min", type=float, default=_D["threshold_min"],
-                   help=_h("threshold_min"))
-    p.add_argument("-tM", "--threshold-max", type=float, default=_D["threshold_max"],
-                   help=_h("threshold_max"))
-    p.add_argument("-i", "--initializer", choices=["random", "grid"], default=_D["initializer"],
-                   help=_h("initializer"))
-    p.add_argument("-e", "--epochs", type=int, default=_D["epochs"], help=_h("epochs"))
-    p.add_argument("-a", "--alpha", type=float, default=_D["alpha"], help=_h("alpha"))
-    p.add_argument("-lr", "--learning-rate", type=float, default=_D["learning_rate"],
-                   help=_h("learning_rate"))
-    p.add_argument("--correction", choices=["subtract", "divide"], default=_D["correction"],
-                   help=_h("correction"))
-    p.add_argument("--pedestal", type=_pedestal, default=_D["pedestal"], help=_h("pedestal"))
-    p.add_argument("--protect", action=argparse.BooleanOptionalAction, default=_D["protect"],
-                   help=_h("protect"))
-    p.add_argument("--seed", type=int, default=_D["seed"], help=_h("seed"))
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bgopt",
@@ -111,14 +57,6 @@ def build_parser() -> argparse.ArgumentParser:
                       help="per-stage statistics and tracebacks")
     p.add_argument("--version", action="version", version=f"bgopt {__version__}")
     return p
-
-
-def config_from_args(args: argparse.Namespace, progress=None) -> Config:
-    """Map parsed options onto the one :class:`Config` (ValueError if invalid)."""
-    names = ("downscaling_factor", "downscaling_func", "delinearization_quantile",
-             "n_control_points", "order", "threshold_min", "threshold_max", "initializer",
-             "epochs", "alpha", "learning_rate", "correction", "pedestal", "protect", "seed")
-    return Config(**{n: getattr(args, n) for n in names}, progress=progress)
 
 
 def _split_name(path: Path) -> tuple[str, str]:
