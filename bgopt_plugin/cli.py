@@ -174,7 +174,7 @@ def _process(job: _Job, args, rep: _Reporter) -> None:
 
         prep = prepare(image.data, mask, config)
         rep.detail(_stats("Delinearized", prep.stretch.forward(
-            np.where(prep.missing, np.nan, prep.data))))
+            np.where(prep.data == 0, np.float32(np.nan), prep.data))))
         rep.detail(_stats("Downscaled", prep.working))
         stem, _ = _split_name(job.src)
         target = Path(args.output_dir) / f"{stem}_preview.png"

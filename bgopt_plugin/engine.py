@@ -14,7 +14,7 @@ import numpy as np
 
 from .config import Config, ProgressEvent
 from .protect import protection_mask
-from .sampling import auto_factor, block_reduce, initial_points, initial_values, threshold_mask
+from .sampling import auto_factor, downscale, initial_points, initial_values, threshold_mask
 from .stretch import Stretch
 
 __all__ = ["fit_background", "prepare", "Prepared", "BackgroundResult", "BackgroundModel",
@@ -23,6 +23,7 @@ __all__ = ["fit_background", "prepare", "Prepared", "BackgroundResult", "Backgro
 #: Evaluate exactly on every ``step``-th pixel (then bicubic) when the long side exceeds this.
 EXACT_EVAL_LONG_SIDE = 1024
 _IRLS_ROUNDS = 4
+_ROWS = 256  # rows per chunk for full-resolution passes
 
 
 def evaluation_step(shape: tuple[int, int]) -> int:
@@ -193,8 +194,7 @@ def _spline_init(points, working, weights, q, y, wt, config: Config):
 class Prepared:
     """The working image and what it was made from (see :func:`prepare`)."""
 
-    data: np.ndarray       # (H, W, C) float32 copy of the input
-    missing: np.ndarray    # (H, W, C) bool: 0, NaN or Inf in the input
+    data: np.ndarray       # (H, W, C) float32 input (the caller's array when already float32)
     stretch: Stretch
     factor: int
     working: np.ndarray    # (h, w, C) stretched, downscaled; NaN where no data
@@ -227,25 +227,23 @@ def prepare(image: Any, mask: Any = None, config: Config | None = None) -> Prepa
     arr, _ = _as_channels_last(image)
     h, w, n_chan = arr.shape
     user_weights = _as_weights(mask, arr.shape)
-    data = np.array(arr, dtype=np.float32, copy=True)
-    missing = ~np.isfinite(data) | (data == 0)
-    for c in range(n_chan):
-        if missing[..., c].all():
-            raise ValueError(f"channel {c} has no valid pixel (all NaN, Inf or zero)")
+    # Read-only from here on: the caller's float32 array is used without a copy.
+    data = arr if arr.dtype == np.float32 else arr.astype(np.float32)
     if user_weights is not None and not (user_weights > 0).any():
         raise ValueError("the mask excludes every pixel")
-    nan_data = np.where(missing, np.float32(np.nan), data)
-    stretch = Stretch.fit(nan_data, config.delinearization_quantile)
+    stretch = Stretch.fit(data, config.delinearization_quantile)
     factor = auto_factor((h, w)) if config.downscaling_factor == "auto" else config.downscaling_factor
     if factor > min(h, w):
         raise ValueError(f"image ({h}x{w}) is smaller than the downscaling factor {factor}")
-    stretched = stretch.forward(nan_data)
-    del nan_data
-    working = block_reduce(stretched, factor, config.downscaling_func)
-    del stretched
+    if config.downscaling_func == "median":
+        # The stretch is monotonic, so it commutes with the block median (exactly for odd
+        # counts): stretch the small working image instead of the full frame.
+        working = stretch.forward(downscale(data, factor, "median"))
+    else:
+        working = downscale(data, factor, "mean", transform=stretch.forward)
     weights = threshold_mask(working, config.threshold_min, config.threshold_max)
     if user_weights is not None:
-        weights *= block_reduce(user_weights, factor, "mean")
+        weights *= downscale(user_weights, factor, "mean", missing_as_nan=False)
     weights[~np.isfinite(working)] = 0.0
     usable = weights.max(axis=-1) > 0
     n_usable = int(usable.sum())
@@ -254,7 +252,7 @@ def prepare(image: Any, mask: Any = None, config: Config | None = None) -> Prepa
     if n_usable < config.n_control_points:
         raise ValueError(f"only {n_usable} valid working pixels for {config.n_control_points} "
                          "control points: lower the downscaling factor or the number of points")
-    return Prepared(data, missing, stretch, factor, working, weights, usable)
+    return Prepared(data, stretch, factor, working, weights, usable)
 
 
 def fit_background(image: Any, mask: Any = None, config: Config | None = None,
@@ -303,7 +301,7 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None,
     h, w, n_chan = arr.shape
     _emit(config, "prepare", message="stretching and downscaling")
     prep = prepare(arr, mask, config)
-    data, missing, stretch, factor = prep.data, prep.missing, prep.stretch, prep.factor
+    data, stretch, factor = prep.data, prep.stretch, prep.factor
     working, weights, usable = prep.working, prep.weights, prep.usable
     n_usable = int(usable.sum())
     timings["prepare"] = time.perf_counter() - t0
@@ -368,18 +366,23 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None,
     # --- full resolution ---------------------------------------------------------------
     t2 = time.perf_counter()
     model = BackgroundModel(params, stretch, (h, w))
-    background = model.evaluate(
+    background = model.evaluate_stretched(
         (h, w), on_chunk=lambda k, n: _emit(config, "evaluate", k, n, message="full resolution"))
+    stretch.inverse(background, out=background)
     timings["evaluate"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
-    corrected = correct(data, background, config, missing)
-    valid_max = np.nanmax(np.where(missing, np.nan, data))
-    valid = ~missing
-    out_of_range = {
-        "below": int(np.count_nonzero((corrected < 0) & valid)),
-        "above": int(np.count_nonzero((corrected > valid_max) & valid)),
-    }
+    level = _level(background)
+    corrected = np.empty_like(background)
+    below = above = 0
+    for start in range(0, h, _ROWS):
+        rows = slice(start, start + _ROWS)
+        d = data[rows]
+        corrected[rows] = correct(d, background[rows], config, level=level)
+        valid = np.isfinite(d) & (d != 0)
+        below += int(np.count_nonzero((corrected[rows] < 0) & valid))
+        above += int(np.count_nonzero((corrected[rows] > stretch.maximum.astype(np.float32)) & valid))
+    out_of_range = {"below": below, "above": above}
     timings["correct"] = time.perf_counter() - t3
     timings["total"] = time.perf_counter() - t0
 
@@ -402,42 +405,52 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None,
 
 
 def correct(data: np.ndarray, background: np.ndarray, config: Config,
-            missing: np.ndarray | None = None) -> np.ndarray:
+            level: np.ndarray | None = None) -> np.ndarray:
     """Remove a linear background from channels-last data (see ``Config.correction``).
+
+    Zero, NaN and Inf pixels of ``data`` (missing data) are returned unchanged.
 
     Parameters
     ----------
-    data, background : ndarray (H, W, C)
+    data, background : ndarray (..., C)
     config : Config
         ``correction`` and ``pedestal`` are used.
-    missing : ndarray of bool, optional
-        Pixels returned unchanged (default: zero, NaN and Inf pixels of ``data``).
+    level : ndarray (C,), optional
+        The model median used by ``pedestal="median"`` (computed from ``background``
+        when not given; pass it when correcting an image in chunks).
 
     Returns
     -------
-    ndarray (H, W, C), float32
+    ndarray, float32
     """
     data = np.asarray(data, dtype=np.float32)
-    if missing is None:
-        missing = ~np.isfinite(data) | (data == 0)
-    out = data * correction_factor(background, config) if config.correction == "divide" else (
-        data - background)
-    if config.correction == "subtract" and config.pedestal == "median":
-        out += _level(background)
-    elif config.pedestal not in ("median", "none"):
+    level = _level(background) if level is None else level
+    if config.correction == "divide":
+        out = data * correction_factor(background, config, level)
+    else:
+        out = data - background
+        if config.pedestal == "median":
+            out += level
+    if config.pedestal not in ("median", "none"):
         out += np.float32(config.pedestal)
+    missing = ~np.isfinite(data) | (data == 0)
     out[missing] = data[missing]
     return out.astype(np.float32, copy=False)
 
 
 def _level(background: np.ndarray) -> np.ndarray:
+    """Per-channel median of a (..., C) model."""
     return np.median(background.reshape(-1, background.shape[-1]), axis=0).astype(np.float32)
 
 
-def correction_factor(background: np.ndarray, config: Config) -> np.ndarray:
+def correction_factor(background: np.ndarray, config: Config,
+                      level: np.ndarray | None = None) -> np.ndarray:
     """Per-pixel multiplier of a ``divide`` correction (``median(model) / model``)."""
     if not (background > 0).all():
         raise ValueError("correction='divide' needs a positive background model; "
                          "use correction='subtract' for data with a pedestal at or below 0")
-    numerator = _level(background) if config.pedestal == "median" else np.float32(1.0)
+    if config.pedestal == "median":
+        numerator = _level(background) if level is None else level
+    else:
+        numerator = np.float32(1.0)
     return (numerator / background).astype(np.float32)

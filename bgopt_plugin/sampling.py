@@ -10,6 +10,7 @@ __all__ = [
     "AUTO_LONG_SIDE",
     "auto_factor",
     "block_reduce",
+    "downscale",
     "threshold_mask",
     "initial_points",
     "initial_values",
@@ -87,6 +88,40 @@ def block_reduce(image: np.ndarray, factor: int, func: str = "median") -> np.nda
     med = 0.5 * (np.take_along_axis(ordered, lo, -1) + np.take_along_axis(ordered, hi, -1))[..., 0]
     med[count == 0] = np.nan
     return med.astype(np.float32)
+
+
+def downscale(image: np.ndarray, factor: int, func: str = "median", transform=None,
+              missing_as_nan: bool = True) -> np.ndarray:
+    """Block-reduce a full-resolution image one strip of ``factor`` rows at a time.
+
+    Memory stays at one strip of temporaries whatever the image size.
+
+    Parameters
+    ----------
+    image : ndarray (H, W, C)
+        Any real dtype; not modified.
+    factor : int
+    func : {"median", "mean"}
+    transform : callable, optional
+        Applied to each float32 strip before reducing (e.g. a stretch).
+    missing_as_nan : bool
+        Treat zero and non-finite pixels as missing (NaN), as the engine does.
+
+    Returns
+    -------
+    ndarray (ceil(H/factor), ceil(W/factor), C), float32
+    """
+    h, w, c = image.shape
+    hb, wb = math.ceil(h / factor), math.ceil(w / factor)
+    out = np.empty((hb, wb, c), dtype=np.float32)
+    for i in range(hb):
+        strip = np.array(image[i * factor:(i + 1) * factor], dtype=np.float32)
+        if missing_as_nan:
+            strip[~np.isfinite(strip) | (strip == 0)] = np.nan
+        if transform is not None:
+            strip = transform(strip)
+        out[i] = block_reduce(strip, factor, func)[0] if factor > 1 else strip[0]
+    return out
 
 
 def threshold_mask(working: np.ndarray, tmin: float, tmax: float) -> np.ndarray:

@@ -44,6 +44,15 @@ def mtf(x: np.ndarray, m: np.ndarray | float) -> np.ndarray:
     return ((m - 1) * x) / ((2 * m - 1) * x - m)
 
 
+#: Statistics of large images are taken on a regular subsample of about this many pixels.
+STATS_SAMPLE = 2_000_000
+_ROWS = 256  # rows per chunk when mapping full-resolution arrays
+
+
+def _valid(x: np.ndarray) -> np.ndarray:
+    return np.isfinite(x) & (x != 0)
+
+
 @dataclass(frozen=True)
 class Stretch:
     """Per-channel delinearizing stretch fitted on an image.
@@ -56,42 +65,51 @@ class Stretch:
     ----------
     pedestal, scale, midtones : ndarray, shape (C,)
         Per-channel parameters (float64).
+    maximum : ndarray, shape (C,)
+        Largest valid input value per channel (for out-of-range reports).
     """
 
     pedestal: np.ndarray
     scale: np.ndarray
     midtones: np.ndarray
+    maximum: np.ndarray
 
     @classmethod
     def fit(cls, image: np.ndarray, quantile: float) -> Stretch:
-        """Estimate the stretch of a channels-last image with NaN for missing pixels.
+        """Estimate the stretch of a channels-last image.
+
+        Zero, NaN and Inf pixels are ignored. The minimum and maximum are exact; the
+        quantile and median come from a regular subsample of at most about
+        :data:`STATS_SAMPLE` pixels (all pixels for smaller images).
 
         Raises
         ------
         ValueError
             If a channel has no valid pixel or is constant.
         """
-        n_chan = image.shape[-1]
-        ped = np.empty(n_chan)
-        scale = np.empty(n_chan)
-        mid = np.empty(n_chan)
+        h, w, n_chan = image.shape
+        step = max(1, int(np.sqrt(h * w / STATS_SAMPLE)))
+        ped, top, scale, mid = (np.empty(n_chan) for _ in range(4))
         for c in range(n_chan):
-            values = image[..., c]
-            values = values[np.isfinite(values)]
-            if values.size == 0:
+            x = image[..., c]
+            valid = _valid(x)
+            if not valid.any():
                 raise ValueError(f"channel {c} has no valid pixel (all NaN, Inf or zero)")
-            ped[c] = float(values.min())
-            shifted = values.astype(np.float64) - ped[c]
-            scale[c] = float(np.quantile(shifted, quantile))
-            if not scale[c] > 0:
-                scale[c] = float(shifted.max())
-            if not scale[c] > 0:
+            ped[c] = float(np.min(x, where=valid, initial=np.inf))
+            top[c] = float(np.max(x, where=valid, initial=-np.inf))
+            if not top[c] > ped[c]:
                 raise ValueError(f"channel {c} is constant: nothing to model")
-            median = float(np.median(np.clip(shifted / scale[c], 0.0, 1.0)))
+            sample = x[::step, ::step][valid[::step, ::step]].astype(np.float64) - ped[c]
+            if sample.size < 16:
+                sample = x[valid].astype(np.float64) - ped[c]
+            scale[c] = float(np.quantile(sample, quantile))
+            if not scale[c] > 0:
+                scale[c] = top[c] - ped[c]
+            median = float(np.median(np.clip(sample / scale[c], 0.0, 1.0)))
             median = min(max(median, _EPS), 1 - _EPS)
             mid[c] = float(mtf(np.float64(median), TARGET_MEDIAN))
         mid = np.clip(mid, _EPS, 1 - _EPS)
-        return cls(ped, scale, mid)
+        return cls(ped, scale, mid, top)
 
     def forward(self, image: np.ndarray) -> np.ndarray:
         """Stretch linear data (channels last) into [0, 1]; NaN stays NaN."""
@@ -99,14 +117,20 @@ class Stretch:
         np.clip(out, 0.0, 1.0, out=out)
         return mtf(out, self.midtones.astype(np.float32))
 
-    def inverse(self, stretched: np.ndarray) -> np.ndarray:
-        """Map stretched values in [0, 1] back to linear units (float32).
+    def inverse(self, stretched: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Map stretched values back to linear units (float32), chunk by chunk.
 
         Values outside [0, 1] are clipped first: the inverse transfer function has a
-        pole just outside that range.
+        pole just outside that range. ``out`` may be ``stretched`` itself (in place).
         """
-        y = np.clip(np.asarray(stretched, dtype=np.float32), 0.0, 1.0)
-        lin = mtf(y, (1 - self.midtones).astype(np.float32))
-        lin *= self.scale.astype(np.float32)
-        lin += self.pedestal.astype(np.float32)
-        return lin
+        y = np.asarray(stretched, dtype=np.float32)
+        out = np.empty_like(y) if out is None else out
+        m = (1 - self.midtones).astype(np.float32)
+        sc, pe = self.scale.astype(np.float32), self.pedestal.astype(np.float32)
+        for start in range(0, max(len(y), 1), _ROWS):
+            block = np.clip(y[start:start + _ROWS], 0.0, 1.0)
+            block = mtf(block, m)
+            block *= sc
+            block += pe
+            out[start:start + _ROWS] = block
+        return out

@@ -1,0 +1,266 @@
+"""Speed, memory and accuracy of bgopt on synthetic masters, printed as a table.
+
+Each measurement runs in a fresh child process so its peak RSS is its own:
+
+* ``floor``: read and write the same FITS file with astropy alone;
+* ``engine``: bgopt's stages in one process (read, prepare = stretch + downscale, fit,
+  full-resolution evaluation, correction, write), with the TensorFlow import timed apart;
+* ``cli``: the ``bgopt`` command end to end, FITS in, FITS out;
+* ``photutils``: a photutils ``Background2D`` baseline on the same image.
+
+Accuracy is the engine tests' residual: RMS(model - truth, median offset removed) /
+peak-to-peak(truth) on sky pixels, worst channel.
+
+Usage::
+
+    python benchmarks/run_benchmarks.py                 # all sizes
+    python benchmarks/run_benchmarks.py --sizes 1.5mp 6mp --repeat 1
+    python benchmarks/run_benchmarks.py --write         # also update benchmarks/README.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+
+SIZES = {  # name: (height, width, channels)
+    "1.5mp": (1000, 1500, 1),
+    "6mp": (2000, 3000, 3),
+    "24mp": (4000, 6000, 3),
+    "60mp": (6336, 9504, 1),
+}
+
+
+# --------------------------------------------------------------------------- data
+def make_master(shape: tuple[int, int, int], seed: int = 11):
+    """A linear master: coloured light-pollution dome + tilt, a galaxy, stars, noise."""
+    from bgopt_plugin.synthetic import add_stars
+
+    h, w, c = shape
+    rng = np.random.default_rng(seed)
+    long_side = max(h, w)
+    y = (np.arange(h, dtype=np.float32) / long_side)[:, None]
+    x = (np.arange(w, dtype=np.float32) / long_side)[None, :]
+    hh = h / long_side
+    dome = np.exp(-((x - 0.2) ** 2 + (y - hh - 0.1) ** 2) / np.float32(0.3))
+    galaxy = np.float32(0.2) * np.exp(-np.sqrt(((x - 0.55) / 1.0) ** 2 + ((y - 0.3 * hh) / 0.6) ** 2)
+                                      / np.float32(0.03))
+    sky = galaxy < 0.002
+    stars = add_stars((h, w), rng, density=1e-4, fwhm=3.0)
+    image = np.empty((h, w, c), np.float32)
+    truth = np.empty((h, w, c), np.float32)
+    colour = [(0.05, 0.012), (0.032, 0.010), (0.012, 0.014)]
+    for k in range(c):
+        a, b = colour[k]
+        truth[..., k] = 0.04 + a * dome + b * x + 0.005 * y
+        clean = truth[..., k] + galaxy + stars
+        noise = rng.standard_normal((h, w), dtype=np.float32) * np.sqrt(clean / 20000 + 0.0008**2)
+        image[..., k] = np.clip(clean + noise, 1e-5, 1.0)
+    return image, truth, sky
+
+
+def write_case(name: str, folder: Path) -> dict:
+    from astropy.io import fits
+
+    h, w, c = SIZES[name]
+    image, truth, sky = make_master((h, w, c))
+    src = folder / f"{name}.fits"
+    planes = np.moveaxis(image, -1, 0) if c == 3 else image[..., 0]
+    fits.PrimaryHDU(planes).writeto(src, overwrite=True)
+    np.save(folder / f"{name}_truth.npy", truth)
+    np.save(folder / f"{name}_sky.npy", sky)
+    return {"src": str(src), "bytes": int(image.nbytes), "shape": [h, w, c]}
+
+
+# --------------------------------------------------------------------------- children
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _score(background: np.ndarray, folder: Path, name: str) -> float:
+    from bgopt_plugin.synthetic import residual_score
+
+    truth = np.load(folder / f"{name}_truth.npy", mmap_mode="r")
+    sky = np.load(folder / f"{name}_sky.npy")
+    step = 4  # a regular subsample is plenty for an RMS of a smooth difference
+    return residual_score(np.asarray(background[::step, ::step]), np.asarray(truth[::step, ::step]),
+                          sky[::step, ::step])
+
+
+def child_floor(folder: Path, name: str) -> dict:
+    from astropy.io import fits
+
+    t = time.perf_counter()
+    data = fits.getdata(folder / f"{name}.fits")
+    t_read = time.perf_counter() - t
+    t = time.perf_counter()
+    fits.PrimaryHDU(data).writeto(folder / f"{name}_floor.fits", overwrite=True)
+    t_write = time.perf_counter() - t
+    return {"read": t_read, "write": t_write, "total": t_read + t_write, "rss": _peak_mb()}
+
+
+def child_engine(folder: Path, name: str) -> dict:
+    import bgopt_plugin as bgopt
+    from bgopt_plugin import io as bio
+    from bgopt_plugin._tf import device_name, tf
+
+    t = time.perf_counter()
+    tf()
+    t_import = time.perf_counter() - t
+    t = time.perf_counter()
+    image = bio.read_image(folder / f"{name}.fits")
+    t_read = time.perf_counter() - t
+    res = bgopt.fit_background(image.data, seed=1)
+    t = time.perf_counter()
+    bio.write_image(folder / f"{name}_bgSubtracted.fits", image, res.corrected, overwrite=True)
+    bio.write_image(folder / f"{name}_bgModel.fits", image, res.background, overwrite=True)
+    t_write = time.perf_counter() - t
+    out = {"tf_import": t_import, "read": t_read, "write": t_write, "epochs": res.epochs_run,
+           "residual": _score(res.background, folder, name), "rss": _peak_mb(),
+           "device": device_name(), "factor": res.downscaling_factor}
+    out.update({k: v for k, v in res.timings.items()})
+    return out
+
+
+def child_cli(folder: Path, name: str) -> dict:
+    out_dir = folder / "cli"
+    out_dir.mkdir(exist_ok=True)
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "bgopt_plugin", str(folder / f"{name}.fits"), "-o",
+                    str(out_dir), "--seed", "1", "-q", "--overwrite"], check=True)
+    wall = time.perf_counter() - t
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+    return {"total": wall, "rss": rss}
+
+
+def child_photutils(folder: Path, name: str) -> dict:
+    from astropy.stats import SigmaClip
+    from photutils.background import Background2D, MedianBackground
+
+    from bgopt_plugin import io as bio
+
+    image = bio.read_image(folder / f"{name}.fits").data
+    h, w, c = image.shape
+    box = max(32, max(h, w) // 24)
+    t = time.perf_counter()
+    bg = np.empty_like(image)
+    for k in range(c):
+        b2d = Background2D(image[..., k], box, filter_size=3, sigma_clip=SigmaClip(sigma=3.0),
+                           bkg_estimator=MedianBackground())
+        bg[..., k] = b2d.background
+    elapsed = time.perf_counter() - t
+    return {"total": elapsed, "residual": _score(bg, folder, name), "rss": _peak_mb(), "box": box}
+
+
+CHILDREN = {"floor": child_floor, "engine": child_engine, "cli": child_cli,
+            "photutils": child_photutils}
+
+
+def run_child(kind: str, folder: Path, name: str, timeout: int = 1800) -> dict:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, __file__, "--child", kind, str(folder), name],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1][:80]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- report
+def machine() -> str:
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or "unknown CPU"
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    import tensorflow as tf
+
+    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB; Python {platform.python_version()}, "
+            f"TensorFlow {tf.__version__}, numpy {np.__version__}")
+
+
+def fmt(v, spec=".1f", suffix=""):
+    return "-" if v is None else f"{v:{spec}}{suffix}"
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| case | read | prepare | fit | eval | correct | write | TF import | epochs | "
+            "CLI e2e | floor | CLI/floor | peak RSS engine / CLI | RSS limit | residual | "
+            "photutils time | photutils residual | photutils RSS |")
+    sep = "|" + "---|" * (head.count("|") - 1)
+    lines = [head, sep]
+    for r in rows:
+        e, c, f, p = r["engine"], r["cli"], r["floor"], r["photutils"]
+        limit = (4 * r["bytes"] + 2**30) / 2**20
+        ratio = c.get("total") / f.get("total") if c.get("total") and f.get("total") else None
+        lines.append(
+            f"| {r['name']} ({r['shape'][1]}x{r['shape'][0]}x{r['shape'][2]}) "
+            f"| {fmt(e.get('read'))} | {fmt(e.get('prepare'))} | {fmt(e.get('fit'))} "
+            f"| {fmt(e.get('evaluate'))} | {fmt(e.get('correct'))} | {fmt(e.get('write'))} "
+            f"| {fmt(e.get('tf_import'))} | {e.get('epochs', '-')} | {fmt(c.get('total'))} "
+            f"| {fmt(f.get('total'))} | {fmt(ratio, '.1f', 'x')} "
+            f"| {fmt(e.get('rss'), '.0f')} / {fmt(c.get('rss'), '.0f')} MB | {limit:.0f} MB "
+            f"| {fmt(100 * e['residual'] if 'residual' in e else None, '.2f', '%')} "
+            f"| {fmt(p.get('total'))} | {fmt(100 * p['residual'] if 'residual' in p else None, '.2f', '%')} "
+            f"| {fmt(p.get('rss'), '.0f')} MB |")
+        for part in (e, c, f, p):
+            if "error" in part:
+                lines.append(f"|  error: {part['error']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    p.add_argument("--skip", nargs="*", default=[], choices=list(CHILDREN),
+                   help="measurements to leave out")
+    p.add_argument("--write", action="store_true", help="write the table to benchmarks/README.md")
+    p.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        kind, folder, name = args.child
+        print(json.dumps(CHILDREN[kind](Path(folder), name)))
+        return 0
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bgopt-bench-") as tmp:
+        folder = Path(tmp)
+        for name in args.sizes:
+            case = write_case(name, folder)
+            row = {"name": name, "bytes": case["bytes"], "shape": case["shape"]}
+            for kind in CHILDREN:
+                row[kind] = {} if kind in args.skip else run_child(kind, folder, name)
+                print(f"  {name:6s} {kind:10s} {json.dumps(row[kind])}", file=sys.stderr, flush=True)
+            rows.append(row)
+            for f in folder.glob(f"{name}*"):
+                f.unlink()
+            for f in (folder / "cli").glob("*"):
+                f.unlink()
+    text = table(rows)
+    info = machine()
+    device = next((r["engine"].get("device") for r in rows if "device" in r["engine"]), "CPU")
+    print(f"Machine: {info}; TensorFlow device: {device}\n")
+    print(text)
+    if args.write:
+        readme = HERE / "README.md"
+        intro = readme.read_text().split("<!-- table -->")[0] if readme.exists() else ""
+        readme.write_text(f"{intro}<!-- table -->\nMachine: {info}; TensorFlow device: {device}. "
+                          f"Run on {time.strftime('%Y-%m-%d')}.\n\n{text}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
