@@ -21,7 +21,7 @@ __all__ = ["fit_background", "prepare", "Prepared", "BackgroundResult", "Backgro
            "evaluation_step"]
 
 #: Evaluate exactly on every ``step``-th pixel (then bicubic) when the long side exceeds this.
-EXACT_EVAL_LONG_SIDE = 1024
+EXACT_EVAL_LONG_SIDE = 256
 _IRLS_ROUNDS = 4
 _ROWS = 256  # rows per chunk for full-resolution passes
 
@@ -31,8 +31,8 @@ def evaluation_step(shape: tuple[int, int]) -> int:
 
     Examples
     --------
-    >>> evaluation_step((400, 600)), evaluation_step((4000, 6000))
-    (1, 5)
+    >>> evaluation_step((200, 250)), evaluation_step((4000, 6000))
+    (1, 23)
     """
     return max(1, int(max(shape) // EXACT_EVAL_LONG_SIDE))
 

@@ -17,7 +17,7 @@ __all__ = [
 ]
 
 #: Long side (pixels) that ``downscaling_factor="auto"`` aims for.
-AUTO_LONG_SIDE = 128
+AUTO_LONG_SIDE = 96
 
 
 def auto_factor(shape: tuple[int, ...], long_side: int = AUTO_LONG_SIDE) -> int:
@@ -26,8 +26,8 @@ def auto_factor(shape: tuple[int, ...], long_side: int = AUTO_LONG_SIDE) -> int:
     Examples
     --------
     >>> auto_factor((4000, 6000))
-    47
-    >>> auto_factor((150, 100))
+    62
+    >>> auto_factor((120, 100))
     1
     """
     return max(1, int(round(max(shape[:2]) / long_side)))

@@ -130,7 +130,7 @@ def evaluate_grid(
     rows: np.ndarray,
     cols: np.ndarray,
     unit: float,
-    budget_bytes: int = 256 << 20,
+    budget_bytes: int = 64 << 20,
     on_chunk=None,
 ) -> np.ndarray:
     """Exact spline values on the grid ``rows x cols`` of full-resolution pixel indices.
@@ -164,7 +164,7 @@ def evaluate_image(
     params: SplineParams,
     shape: tuple[int, int],
     step: int = 1,
-    budget_bytes: int = 256 << 20,
+    budget_bytes: int = 64 << 20,
     on_chunk=None,
 ) -> np.ndarray:
     """Spline values at every pixel of a full-resolution image of ``shape`` (H, W).

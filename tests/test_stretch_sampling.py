@@ -53,7 +53,7 @@ class _nowarn:
 
 
 def test_auto_factor_and_threshold():
-    assert auto_factor((4000, 6000)) == 47  # 6000 / 128
+    assert auto_factor((4000, 6000)) == 62  # 6000 / 96
     assert auto_factor((100, 50)) == 1
     m = threshold_mask(np.array([[0.0, 0.5, np.nan, 1.2]]), 0.001, 1.0)
     np.testing.assert_array_equal(m, [[0, 1, 0, 0]])
