@@ -155,7 +155,7 @@ class Config:
     correction: str = "subtract"
     pedestal: str | float = "median"
     protect: bool = True
-    protect_sigma: float = 3.0
+    protect_sigma: float = 5.0
     protect_grow: int = 2
     protect_iterations: int = 2
     regularization: float = 0.1

@@ -10,14 +10,14 @@ from bgopt_plugin.synthetic import SCENES, make_scene, residual_score
 
 #: Maximum residual (RMS / peak-to-peak of the true background) per scene.
 THRESHOLDS = {
-    "linear": 0.015,
-    "dome": 0.03,
-    "saddle": 0.03,
-    "borders": 0.015,
-    "nebula": 0.03,
-    "galaxy": 0.03,
-    "skyscape": 0.03,
-    "nebula_protect": 0.08,  # no mask at all: protection alone (see the comparison test)
+    "linear": 0.01,
+    "dome": 0.025,
+    "saddle": 0.025,
+    "borders": 0.01,
+    "nebula": 0.025,
+    "galaxy": 0.02,
+    "skyscape": 0.025,
+    "nebula_protect": 0.03,  # no mask at all: object protection alone
 }
 
 
