@@ -372,16 +372,20 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None,
     timings["evaluate"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
-    level = _level(background)
+    # The sky level of the model; a regular subsample is exact enough for a smooth model.
+    sub = max(1, evaluation_step((h, w)) // 2)
+    level = _level(background[::sub, ::sub])
     corrected = np.empty_like(background)
+    top = stretch.maximum.astype(np.float32)
     below = above = 0
     for start in range(0, h, _ROWS):
         rows = slice(start, start + _ROWS)
         d = data[rows]
-        corrected[rows] = correct(d, background[rows], config, level=level)
-        valid = np.isfinite(d) & (d != 0)
-        below += int(np.count_nonzero((corrected[rows] < 0) & valid))
-        above += int(np.count_nonzero((corrected[rows] > stretch.maximum.astype(np.float32)) & valid))
+        missing = ~np.isfinite(d) | (d == 0)
+        out = corrected[rows]
+        out[...] = correct(d, background[rows], config, level=level, missing=missing)
+        below += int(np.count_nonzero(out < 0)) - int(np.count_nonzero(missing & (out < 0)))
+        above += int(np.count_nonzero(out > top)) - int(np.count_nonzero(missing & (out > top)))
     out_of_range = {"below": below, "above": above}
     timings["correct"] = time.perf_counter() - t3
     timings["total"] = time.perf_counter() - t0
@@ -405,7 +409,7 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None,
 
 
 def correct(data: np.ndarray, background: np.ndarray, config: Config,
-            level: np.ndarray | None = None) -> np.ndarray:
+            level: np.ndarray | None = None, missing: np.ndarray | None = None) -> np.ndarray:
     """Remove a linear background from channels-last data (see ``Config.correction``).
 
     Zero, NaN and Inf pixels of ``data`` (missing data) are returned unchanged.
@@ -418,6 +422,8 @@ def correct(data: np.ndarray, background: np.ndarray, config: Config,
     level : ndarray (C,), optional
         The model median used by ``pedestal="median"`` (computed from ``background``
         when not given; pass it when correcting an image in chunks).
+    missing : ndarray of bool, optional
+        Pixels to return unchanged (default: zero, NaN and Inf pixels of ``data``).
 
     Returns
     -------
@@ -428,14 +434,15 @@ def correct(data: np.ndarray, background: np.ndarray, config: Config,
     if config.correction == "divide":
         out = data * correction_factor(background, config, level)
     else:
-        out = data - background
+        out = np.subtract(data, background, dtype=np.float32)
         if config.pedestal == "median":
             out += level
     if config.pedestal not in ("median", "none"):
         out += np.float32(config.pedestal)
-    missing = ~np.isfinite(data) | (data == 0)
-    out[missing] = data[missing]
-    return out.astype(np.float32, copy=False)
+    if missing is None:
+        missing = ~np.isfinite(data) | (data == 0)
+    np.copyto(out, data, where=missing)
+    return out
 
 
 def _level(background: np.ndarray) -> np.ndarray:

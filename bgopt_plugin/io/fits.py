@@ -59,14 +59,12 @@ def read_fits(path: str | Path) -> Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyWarning)
-            with fits.open(path, memmap=False) as hdul:
-                hdul.verify("silentfix+ignore")
-                hdu = _image_hdu(hdul)
-                if hdu is None:
-                    raise ImageIOError(path, "no image data in any HDU")
-                raw = np.asarray(hdu.data)
-                header = hdu.header.copy()
-                extra = [h.copy() for h in hdul if h is not hdu and not _empty_primary(h)]
+            try:
+                header, extra, data, dtype = _load(path, memmap=True)
+            except ValueError as exc:
+                if "memory-mapped" not in str(exc):  # scaled integers cannot be mapped
+                    raise
+                header, extra, data, dtype = _load(path, memmap=False)
     except ImageIOError:
         raise
     except FileNotFoundError as exc:
@@ -77,6 +75,29 @@ def read_fits(path: str | Path) -> Image:
         raise ImageIOError(path, "is a directory") from exc
     except Exception as exc:  # noqa: BLE001 - astropy raises many types for bad files
         raise ImageIOError(path, f"not a readable FITS file ({_short(exc)})") from exc
+    scale = integer_scale(dtype)
+    if scale != 1.0:
+        data /= np.float32(scale)
+    return Image(data=data, format="fits", source_dtype=dtype, scale=scale,
+                 meta={"header": header, "extra_hdus": extra}, path=path)
+
+
+def _load(path: Path, memmap: bool):
+    """Header, extra HDUs and channels-last float32 pixels of the image HDU."""
+    # Memory-mapped where possible: the pixels are converted straight from the file's pages.
+    with fits.open(path, memmap=memmap) as hdul:
+        hdul.verify("silentfix+ignore")
+        hdu = _image_hdu(hdul)
+        if hdu is None:
+            raise ImageIOError(path, "no image data in any HDU")
+        header = hdu.header.copy()
+        extra = [h.copy() for h in hdul if h is not hdu and not _empty_primary(h)]
+        data, dtype = _channels_last(path, hdu.data)
+    return header, extra, data, dtype
+
+
+def _channels_last(path: Path, raw: np.ndarray) -> tuple[np.ndarray, np.dtype]:
+    """(H, W) or (C, H, W) planes of any dtype -> (H, W, C) float32, one pass per plane."""
     if raw.ndim == 2:
         planes = raw[None]
     elif raw.ndim == 3 and raw.shape[0] in (1, 3):
@@ -84,13 +105,10 @@ def read_fits(path: str | Path) -> Image:
     else:
         raise ImageIOError(path, f"unsupported dimensionality {raw.shape} "
                                  "(need 2-D, or 3-D with 1 or 3 planes)")
-    dtype = raw.dtype
-    scale = integer_scale(dtype)
-    data = np.moveaxis(planes, 0, -1).astype(np.float32)
-    if scale != 1.0:
-        data /= np.float32(scale)
-    return Image(data=np.ascontiguousarray(data), format="fits", source_dtype=dtype, scale=scale,
-                 meta={"header": header, "extra_hdus": extra}, path=path)
+    data = np.empty(planes.shape[1:] + (planes.shape[0],), dtype=np.float32)
+    for k in range(planes.shape[0]):
+        data[..., k] = planes[k]
+    return data, raw.dtype.newbyteorder("=")
 
 
 def _empty_primary(hdu) -> bool:
@@ -115,6 +133,32 @@ def header_for_output(header: fits.Header | None) -> fits.Header:
     return out
 
 
+def _primary_header(shape: tuple[int, int, int], extend: bool) -> fits.Header:
+    h, w, c = shape
+    header = fits.Header()
+    header["SIMPLE"] = (True, "conforms to FITS standard")
+    header["BITPIX"] = (-32, "array data type")
+    header["NAXIS"] = (2 if c == 1 else 3, "number of array dimensions")
+    header["NAXIS1"] = w
+    header["NAXIS2"] = h
+    if c > 1:
+        header["NAXIS3"] = c
+    if extend:
+        header["EXTEND"] = True
+    return header
+
+
+def _stream(path: Path, header: fits.Header, pixels: np.ndarray, rows: int = 512) -> None:
+    """Write the primary HDU plane by plane, a block of rows at a time (no full copy)."""
+    out = fits.StreamingHDU(path, header)
+    try:
+        for k in range(pixels.shape[-1]):
+            for start in range(0, pixels.shape[0], rows):
+                out.write(np.ascontiguousarray(pixels[start:start + rows, :, k], dtype=np.float32))
+    finally:
+        out.close()
+
+
 def write_fits(path: str | Path, image: Image, data: np.ndarray | None = None,
                cards: list[tuple[str, object, str]] = (), history: str | None = None,
                overwrite: bool = False) -> Path:
@@ -136,10 +180,9 @@ def write_fits(path: str | Path, image: Image, data: np.ndarray | None = None,
         Replace an existing output.
     """
     path = Path(path)
-    pixels = image.data if data is None else data
-    planes = np.moveaxis(np.asarray(pixels, dtype=np.float32), -1, 0)
-    if planes.shape[0] == 1:
-        planes = planes[0]
+    pixels = np.asarray(image.data if data is None else data)
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
     if image.format == "xisf":
         from .keywords import keywords_to_header
 
@@ -151,21 +194,24 @@ def write_fits(path: str | Path, image: Image, data: np.ndarray | None = None,
                           UserWarning, stacklevel=2)
     else:
         source_header = image.meta.get("header")
-    header = header_for_output(source_header)
+    extras = [h.copy() for h in image.meta.get("extra_hdus", [])]
+    header = _primary_header(pixels.shape, bool(extras))
+    for card in header_for_output(source_header).cards:
+        header.append(card, end=True)
     for key, value, comment in cards:
-        header[key] = (value if not isinstance(value, bool) else bool(value), comment)
+        header[key] = (value, comment)
     if history:
         header.add_history(history)
-    primary = fits.PrimaryHDU(data=planes, header=header)
-    hdus = [primary] + [h.copy() for h in image.meta.get("extra_hdus", [])]
-    for h in hdus[1:]:
-        if isinstance(h, fits.PrimaryHDU):  # an extra primary becomes an extension
-            hdus[hdus.index(h)] = fits.ImageHDU(data=h.data, header=h.header)
     with atomic_output(path, overwrite) as tmp:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", AstropyWarning)
-                fits.HDUList(hdus).writeto(tmp, overwrite=True, output_verify="silentfix")
+                _stream(tmp, header, pixels)
+                if extras:
+                    with fits.open(tmp, mode="append") as hdul:
+                        for h in extras:
+                            hdul.append(fits.ImageHDU(h.data, h.header)
+                                        if isinstance(h, fits.PrimaryHDU) else h)
         except OSError as exc:
             raise ImageIOError(path, f"cannot write ({exc.strerror or exc})") from exc
     return path
