@@ -23,6 +23,10 @@ __all__ = ["fit_background", "prepare", "Prepared", "BackgroundResult", "Backgro
 #: Evaluate exactly on every ``step``-th pixel (then bicubic) when the long side exceeds this.
 EXACT_EVAL_LONG_SIDE = 256
 _IRLS_ROUNDS = 4
+# Epoch budget of the first fit when protection refits follow, and of each refit, as
+# shares of ``Config.epochs`` (measured in benchmarks/README.md).
+_FIRST_SHARE = 1.0
+_REFIT_SHARE = 0.25
 _ROWS = 256  # rows per chunk for full-resolution passes
 
 
@@ -342,7 +346,8 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None,
             trainer = make_trainer(q, y, wt, init, alpha=config.alpha,
                                    learning_rate=config.learning_rate)
         stage = "fit" if round_ == 0 else "protect"
-        n_epochs = config.epochs if round_ == 0 else config.epochs // 4
+        share = (_FIRST_SHARE if rounds > 1 else 1.0) if round_ == 0 else _REFIT_SHARE
+        n_epochs = int(config.epochs * share)
         fit = fit_spline(q, y, wt, init, alpha=config.alpha, learning_rate=config.learning_rate,
                          epochs=n_epochs, trainer=trainer,
                          on_block=on_block(stage, n_epochs, "fit" if round_ == 0 else f"refit {round_}"))

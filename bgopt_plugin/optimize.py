@@ -56,8 +56,10 @@ class _Trainer:
     def __init__(self, q, y, wt, init: SplineParams, alpha: float, lr: float):
         t = tf()
         self.order = init.order
-        self.q = t.constant(q, t.float32)
-        self.y = t.constant(y, t.float32)
+        # Variables, not constants, so a compiled trainer can take new samples of the
+        # same shape (see make_trainer's cache).
+        self.q = t.Variable(q, dtype=t.float32)
+        self.y = t.Variable(y, dtype=t.float32)
         self.wt = t.Variable(wt, dtype=t.float32)
         self.alpha = float(alpha)
         self.vars = [t.Variable(init.centers), t.Variable(init.w), t.Variable(init.v)]
@@ -140,10 +142,28 @@ class _Trainer:
         return SplineParams(c, w, v, self.order)
 
 
+_CACHE: dict[tuple, _Trainer] = {}
+_CACHE_SIZE = 4
+
+
 def make_trainer(q, y, wt, init: SplineParams, *, alpha: float, learning_rate: float) -> _Trainer:
-    """Build and compile a trainer for fixed samples ``q``, ``y`` (weights can change)."""
-    trainer = _Trainer(q, y, wt, init, alpha, learning_rate)
-    trainer.jit = trainer.compile()
+    """A compiled trainer for samples ``q``, ``y`` (weights can change between fits).
+
+    Compiling costs about a second, so trainers are cached by problem shape: a batch of
+    frames of one size, or repeated runs in one session, compiles once.
+    """
+    key = (q.shape, y.shape, init.centers.shape, init.order, float(alpha))
+    trainer = _CACHE.get(key)
+    if trainer is None:
+        trainer = _Trainer(q, y, wt, init, alpha, learning_rate)
+        trainer.jit = trainer.compile()
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = trainer
+    else:
+        trainer.q.assign(q)
+        trainer.y.assign(y)
+    trainer.reset(init, wt, learning_rate)
     return trainer
 
 
