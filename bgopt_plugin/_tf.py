@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from types import ModuleType
 
 _tf: ModuleType | None = None
@@ -16,7 +18,8 @@ def tf() -> ModuleType:
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
         import logging
 
-        import tensorflow
+        with _stderr_silenced():  # C++ start-up lines (CUDA probing...) ignore the env vars
+            import tensorflow
 
         tensorflow.get_logger().setLevel(logging.ERROR)
         try:  # absl is TensorFlow's logger; keep warnings about retracing out of user logs
@@ -27,6 +30,25 @@ def tf() -> ModuleType:
             pass
         _tf = tensorflow
     return _tf
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """Send file descriptor 2 to /dev/null for the duration (main thread use only)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real stderr: nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def device_name() -> str:

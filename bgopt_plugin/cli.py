@@ -227,16 +227,6 @@ def _process(job: _Job, args, rep: _Reporter) -> None:
              + (f"; {'; '.join(notes)}" if notes else "") + ")")
 
 
-def _warm_tensorflow() -> None:
-    """Import TensorFlow in the background; a failure shows up later, in the fit."""
-    try:
-        from ._tf import tf
-
-        tf()
-    except Exception:  # noqa: BLE001
-        pass
-
-
 def run(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -254,11 +244,6 @@ def run(argv: list[str]) -> int:
         return EXIT_FAILED
     failures: list[str] = []
     paths = _expand(args.inputs)
-    if not args.preview:
-        # TensorFlow takes seconds to import: start now, while the first file is read.
-        import threading
-
-        threading.Thread(target=_warm_tensorflow, daemon=True).start()
     for src in paths:
         try:
             bio.format_of(src)
