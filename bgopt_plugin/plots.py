@@ -49,6 +49,13 @@ def apply_display_stretch(image: np.ndarray, params) -> np.ndarray:
     return out[..., 0] if out.shape[-1] == 1 else out
 
 
+def _save(plt, fig, path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
 def _show(ax, img, title):
     ax.imshow(img, origin="lower", cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
     ax.set_title(title)
@@ -56,16 +63,13 @@ def _show(ax, img, title):
 
 
 def plot_before_after(path: str | Path, before: np.ndarray, after: np.ndarray) -> Path:
-    """Side-by-side before/after with the same display stretch (from ``before``)."""
+    """Side-by-side before/after with one display stretch (fitted on ``after``, the flat one)."""
     plt = _plt()
     params = auto_stretch_params(after)
     fig, axes = plt.subplots(1, 2, figsize=(12, 5))
     _show(axes[0], apply_display_stretch(before, params), "before")
     _show(axes[1], apply_display_stretch(after, params), "after")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90, format="png")
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def plot_model(path: str | Path, background: np.ndarray, control_points: np.ndarray) -> Path:
@@ -80,10 +84,7 @@ def plot_model(path: str | Path, background: np.ndarray, control_points: np.ndar
     ax.plot(control_points[:, 0], control_points[:, 1], "o", mfc="none", mec="red", ms=7)
     ax.set_xlim(-0.5, bg.shape[1] - 0.5)
     ax.set_ylim(-0.5, bg.shape[0] - 0.5)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90, format="png")
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def plot_loss(path: str | Path, loss_history: list[float]) -> Path:
@@ -94,10 +95,7 @@ def plot_loss(path: str | Path, loss_history: list[float]) -> Path:
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90, format="png")
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def plot_preview(path: str | Path, working: np.ndarray, weights: np.ndarray) -> Path:
@@ -116,7 +114,4 @@ def plot_preview(path: str | Path, working: np.ndarray, weights: np.ndarray) -> 
         v = work[..., c][np.isfinite(work[..., c])]
         axes[1].hist(v, bins=100, range=(0, 1), color=col, alpha=0.5)
     axes[1].set_xlabel("stretched value")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90, format="png")
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
