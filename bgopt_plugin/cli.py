@@ -190,6 +190,9 @@ def _process(job: _Job, args, rep: _Reporter) -> None:
     res = fit_background(image.data, mask, config)
     rep.close()
     if args.verbose:
+        valid = np.isfinite(image.data) & (image.data != 0)
+        rep.detail(_stats("Delinearized", res.model.stretch.forward(
+            np.where(valid, image.data, np.float32(np.nan)))))
         rep.detail(_stats("Downscaled", res.working_image))
         rep.detail(_stats("Bg (linear)", res.background))
         rep.detail(_stats("Corrected", res.corrected))

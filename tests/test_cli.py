@@ -99,7 +99,7 @@ def test_plots_and_verbose_stats(tmp_path, capsys):
     src = _write_fits(tmp_path / "v.fits", _sky())
     assert main([str(src), "-o", str(tmp_path), "--plots", "-v", "-e", "60", "--seed", "1"]) == 0
     out = capsys.readouterr().out
-    for label in ("Original", "Downscaled", "Bg (linear)", "Corrected"):
+    for label in ("Original", "Delinearized", "Downscaled", "Bg (linear)", "Corrected"):
         assert label in out
     for name in ("v_bgSubtracted_before_after.png", "v_bgModel.png", "v_bgSubtracted_loss.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
