@@ -20,6 +20,7 @@ from .io.atomic import atomic_output
 from .options import add_engine_options, config_from_args
 from .progress import TqdmProgress
 from .provenance import history_line, keywords
+from .sampling import missing_pixels
 
 __all__ = ["main", "build_parser", "config_from_args", "output_paths"]
 
@@ -174,7 +175,7 @@ def _process(job: _Job, args, rep: _Reporter) -> None:
 
         prep = prepare(image.data, mask, config)
         rep.detail(_stats("Delinearized", prep.stretch.forward(
-            np.where(prep.data == 0, np.float32(np.nan), prep.data))))
+            np.where(missing_pixels(prep.data), np.float32(np.nan), prep.data))))
         rep.detail(_stats("Downscaled", prep.working))
         stem, _ = _split_name(job.src)
         target = Path(args.output_dir) / f"{stem}_preview.png"
@@ -190,9 +191,8 @@ def _process(job: _Job, args, rep: _Reporter) -> None:
     res = fit_background(image.data, mask, config)
     rep.close()
     if args.verbose:
-        valid = np.isfinite(image.data) & (image.data != 0)
         rep.detail(_stats("Delinearized", res.model.stretch.forward(
-            np.where(valid, image.data, np.float32(np.nan)))))
+            np.where(missing_pixels(image.data), np.float32(np.nan), image.data))))
         rep.detail(_stats("Downscaled", res.working_image))
         rep.detail(_stats("Bg (linear)", res.background))
         rep.detail(_stats("Corrected", res.corrected))

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from .config import Config, ProgressEvent
-from .protect import protection_mask
-from .sampling import auto_factor, downscale, initial_points, initial_values, threshold_mask
+from .protect import protection_mask, robust_sigma
+from .sampling import auto_factor, downscale, initial_points, initial_values, missing_pixels, threshold_mask
 from .stretch import Stretch
 
 __all__ = ["fit_background", "prepare", "Prepared", "BackgroundResult", "BackgroundModel",
@@ -184,7 +184,7 @@ def _spline_init(points, working, weights, q, y, wt, config: Config):
             for k in range(r.shape[1]):
                 used = wt[:, k] > 0
                 centre = np.median(r[used, k])
-                s = 1.4826 * np.median(np.abs(r[used, k] - centre)) + 1e-9
+                s = robust_sigma(r[used, k]) + 1e-9
                 excess = np.maximum(r[:, k] - centre, 0) / (2 * s)
                 rw[:, k] = wt[:, k] / (1 + excess**2)
     else:
@@ -386,11 +386,12 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None,
     for start in range(0, h, _ROWS):
         rows = slice(start, start + _ROWS)
         d = data[rows]
-        missing = ~np.isfinite(d) | (d == 0)
+        missing = missing_pixels(d)
         out = corrected[rows]
         out[...] = correct(d, background[rows], config, level=level, missing=missing)
-        below += int(np.count_nonzero(out < 0)) - int(np.count_nonzero(missing & (out < 0)))
-        above += int(np.count_nonzero(out > top)) - int(np.count_nonzero(missing & (out > top)))
+        valid = ~missing
+        below += int(np.count_nonzero((out < 0) & valid))
+        above += int(np.count_nonzero((out > top) & valid))
     out_of_range = {"below": below, "above": above}
     timings["correct"] = time.perf_counter() - t3
     timings["total"] = time.perf_counter() - t0
@@ -445,7 +446,7 @@ def correct(data: np.ndarray, background: np.ndarray, config: Config,
     if config.pedestal not in ("median", "none"):
         out += np.float32(config.pedestal)
     if missing is None:
-        missing = ~np.isfinite(data) | (data == 0)
+        missing = missing_pixels(data)
     np.copyto(out, data, where=missing)
     return out
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .protect import robust_sigma
+from .sampling import missing_pixels
 from .stretch import mtf
 
 __all__ = ["auto_stretch_params", "apply_display_stretch", "plot_before_after", "plot_model",
@@ -27,9 +29,9 @@ def auto_stretch_params(image: np.ndarray, target: float = 0.25) -> tuple[np.nda
     flat = img.reshape(-1, img.shape[-1])
     black, white, mid = [], [], []
     for c in range(flat.shape[1]):
-        v = flat[:, c][np.isfinite(flat[:, c]) & (flat[:, c] != 0)]
+        v = flat[:, c][~missing_pixels(flat[:, c])]
         med = float(np.median(v))
-        mad = 1.4826 * float(np.median(np.abs(v - med)))
+        mad = robust_sigma(v)
         lo = max(float(v.min()), med - 2.8 * mad)
         hi = float(np.quantile(v, 0.9995))
         hi = hi if hi > lo else lo + 1e-6

@@ -8,6 +8,7 @@ import numpy as np
 
 __all__ = [
     "AUTO_LONG_SIDE",
+    "missing_pixels",
     "auto_factor",
     "block_reduce",
     "downscale",
@@ -18,6 +19,17 @@ __all__ = [
 
 #: Long side (pixels) that ``downscaling_factor="auto"`` aims for.
 AUTO_LONG_SIDE = 96
+
+
+def missing_pixels(image: np.ndarray) -> np.ndarray:
+    """True where a pixel holds no data: zero (registration borders), NaN or Inf.
+
+    Examples
+    --------
+    >>> missing_pixels(np.array([0.0, 0.1, np.nan, np.inf]))
+    array([ True, False,  True,  True])
+    """
+    return ~np.isfinite(image) | (image == 0)
 
 
 def auto_factor(shape: tuple[int, ...], long_side: int = AUTO_LONG_SIDE) -> int:
@@ -117,7 +129,7 @@ def downscale(image: np.ndarray, factor: int, func: str = "median", transform=No
     for i in range(hb):
         strip = np.array(image[i * factor:(i + 1) * factor], dtype=np.float32)
         if missing_as_nan:
-            strip[~np.isfinite(strip) | (strip == 0)] = np.nan
+            strip[missing_pixels(strip)] = np.nan
         if transform is not None:
             strip = transform(strip)
         out[i] = block_reduce(strip, factor, func)[0] if factor > 1 else strip[0]

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .sampling import missing_pixels
+
 __all__ = ["Stretch", "mtf", "TARGET_MEDIAN"]
 
 #: The stretched median of every channel.
@@ -47,10 +49,6 @@ def mtf(x: np.ndarray, m: np.ndarray | float) -> np.ndarray:
 #: Statistics of large images are taken on a regular subsample of about this many pixels.
 STATS_SAMPLE = 2_000_000
 _ROWS = 256  # rows per chunk when mapping full-resolution arrays
-
-
-def _valid(x: np.ndarray) -> np.ndarray:
-    return np.isfinite(x) & (x != 0)
 
 
 @dataclass(frozen=True)
@@ -92,7 +90,7 @@ class Stretch:
         ped, top, scale, mid = (np.empty(n_chan) for _ in range(4))
         for c in range(n_chan):
             x = image[..., c]
-            valid = _valid(x)
+            valid = ~missing_pixels(x)
             if not valid.any():
                 raise ValueError(f"channel {c} has no valid pixel (all NaN, Inf or zero)")
             ped[c] = float(np.min(x, where=valid, initial=np.inf))
