@@ -17,11 +17,10 @@ def make_demo_master(shape: tuple[int, int] = (600, 900), seed: int = 7):
 
     Returns
     -------
-    image : ndarray (H, W, 3) float32
-    background : ndarray (H, W, 3) float32, the true additive background
-    sky : ndarray (H, W) bool, pixels free of the nebula
+    bgopt_plugin.synthetic.Scene
+        The image with its true background and nebula signal.
     """
-    from .synthetic import _blob, _grid, add_stars
+    from .synthetic import Scene, _blob, _grid, add_stars
 
     rng = np.random.default_rng(seed)
     h, w = shape
@@ -37,7 +36,8 @@ def make_demo_master(shape: tuple[int, int] = (600, 900), seed: int = 7):
     clean = background + nebula + stars
     noise = rng.normal(size=clean.shape) * np.sqrt(clean / 20000 + 0.0008**2)
     image = np.clip(clean + noise, 1e-5, 1.0).astype(np.float32)
-    return image, background.astype(np.float32), neb < 0.002
+    return Scene("bgopt demo", image, background.astype(np.float32), np.ones(shape, bool),
+                 nebula.astype(np.float32), neb < 1e-4 * neb.max())
 
 
 def _write_master(path: Path, image: np.ndarray) -> None:
@@ -55,10 +55,10 @@ def _write_master(path: Path, image: np.ndarray) -> None:
 
 
 def run_demo(argv: list[str]) -> int:
-    """Write the sample into DIR, fit it with plots, report the residual against the truth."""
+    """Write the sample into DIR, fit it with plots, score the result against the truth."""
     from .cli import run as run_cli
     from .io import read_image
-    from .synthetic import residual_score
+    from .synthetic import score
 
     p = argparse.ArgumentParser(prog="bgopt demo",
                                 description="Run bgopt on a built-in synthetic linear master.")
@@ -68,9 +68,9 @@ def run_demo(argv: list[str]) -> int:
     args = p.parse_args(argv)
     out = Path(args.directory)
     out.mkdir(parents=True, exist_ok=True)
-    image, background, sky = make_demo_master()
+    scene = make_demo_master()
     src = out / DEMO_NAME
-    _write_master(src, image)
+    _write_master(src, scene.image)
     if not args.quiet:
         print(f"bgopt demo: wrote the sample master {src}")
     code = run_cli([str(src), "-o", str(out), "--plots", "--overwrite", "--seed", "1"]
@@ -78,8 +78,11 @@ def run_demo(argv: list[str]) -> int:
     if code != 0:
         return code
     model = read_image(out / "bgopt_demo_master_bgModel.fits").data
-    score = residual_score(model, background, sky)
+    corrected = read_image(out / "bgopt_demo_master_bgSubtracted.fits").data
+    result = score(scene, model, corrected)
     if not args.quiet:
-        print(f"bgopt demo: background residual {100 * score:.2f}% of the gradient "
-              f"(RMS / peak-to-peak on the sky); outputs and PNG plots are in {out}/")
+        print(f"bgopt demo: background residual {100 * result['residual']:.2f}% of the gradient "
+              f"(RMS over every pixel, the nebula's included, / peak-to-peak); "
+              f"nebula flux kept {100 * result['flux_kept']:.1f}%; "
+              f"outputs and PNG plots are in {out}/")
     return 0

@@ -13,20 +13,20 @@ from typing import Any
 import numpy as np
 
 from .config import Config, ProgressEvent
-from .protect import protection_mask, robust_sigma
+from .protect import object_mask
 from .sampling import auto_factor, downscale, initial_points, initial_values, missing_pixels, threshold_mask
-from .stretch import Stretch
+from .spline import SplineParams, evaluate_image, robust_fit, solve
+from .stretch import Stretch, extended_mtf
 
 __all__ = ["fit_background", "prepare", "Prepared", "BackgroundResult", "BackgroundModel",
            "evaluation_step"]
 
 #: Evaluate exactly on every ``step``-th pixel (then bicubic) when the long side exceeds this.
 EXACT_EVAL_LONG_SIDE = 256
-_IRLS_ROUNDS = 4
-# Epoch budget of the first fit when protection refits follow, and of each refit, as
-# shares of ``Config.epochs`` (measured in benchmarks/README.md).
-_FIRST_SHARE = 1.0
-_REFIT_SHARE = 0.25
+#: Object protection is dropped if it would leave fewer usable working pixels than this share.
+MIN_SKY_SHARE = 0.05
+#: Smoothing scale (working pixels) of the image that bounds the model under objects.
+CEILING_SCALE = 1.0
 _ROWS = 256  # rows per chunk for full-resolution passes
 
 
@@ -43,21 +43,20 @@ def evaluation_step(shape: tuple[int, int]) -> int:
 
 @dataclass
 class BackgroundModel:
-    """A fitted background: the spline in stretched units plus the stretch to undo.
+    """A fitted background: the spline in normalised linear units plus the stretch that
+    holds the units (pedestal and scale per channel).
 
     Call :meth:`evaluate` to get the linear background at any resolution with the
-    same aspect ratio as the fitted image.
+    same aspect ratio as the fitted image. Needs numpy only.
     """
 
-    spline: Any  # bgopt_plugin.spline.SplineParams
+    spline: SplineParams
     stretch: Stretch
     shape: tuple[int, int]
 
-    def evaluate_stretched(self, shape: tuple[int, int] | None = None, step: int | None = None,
-                           on_chunk=None) -> np.ndarray:
-        """Model in stretched [0, 1] units, (H, W, C) float32."""
-        from .spline import evaluate_image
-
+    def evaluate_normalized(self, shape: tuple[int, int] | None = None, step: int | None = None,
+                            on_chunk=None) -> np.ndarray:
+        """Model in normalised linear units (pedestal 0, quantile 1), (H, W, C) float32."""
         shape = tuple(shape or self.shape)[:2]
         step = evaluation_step(shape) if step is None else int(step)
         return evaluate_image(self.spline, shape, step=step, on_chunk=on_chunk)
@@ -73,7 +72,8 @@ class BackgroundModel:
         step : int, optional
             Exact-evaluation grid step (see :func:`evaluation_step`).
         """
-        return self.stretch.inverse(self.evaluate_stretched(shape, step, on_chunk))
+        out = self.evaluate_normalized(shape, step, on_chunk)
+        return self.stretch.denormalize(out, out=out)
 
 
 @dataclass
@@ -171,27 +171,23 @@ def _emit(config: Config, stage: str, step: int = 0, total: int = 0,
         config.progress(ProgressEvent(stage, step, total, loss, message))
 
 
-def _spline_init(points, working, weights, q, y, wt, config: Config):
-    from .spline import SplineParams, solve, solve_lstsq
+def _ceiling(linear: np.ndarray, protected: np.ndarray, query: np.ndarray):
+    """Upper bounds for the model on protected pixels: the lightly smoothed image plus
+    two noise sigmas (the sky is never brighter than the image)."""
+    from scipy import ndimage
 
-    if config.init_solve == "lstsq":
-        # Robust, asymmetric least squares: positive outliers (stars, objects) lose
-        # weight over a few reweighting rounds, as the asymmetric loss would do.
-        rw = wt.copy()
-        for _ in range(_IRLS_ROUNDS):
-            w, v = solve_lstsq(points, q, y, rw, config.order)
-            r = y - SplineParams(points.astype(np.float32), w, v, config.order)(q)
-            for k in range(r.shape[1]):
-                used = wt[:, k] > 0
-                centre = np.median(r[used, k])
-                s = robust_sigma(r[used, k]) + 1e-9
-                excess = np.maximum(r[:, k] - centre, 0) / (2 * s)
-                rw[:, k] = wt[:, k] / (1 + excess**2)
-    else:
-        unit = float(max(working.shape[:2]))
-        vals = initial_values(working, weights, points, unit)
-        w, v = solve(points, vals, config.order, config.regularization)
-    return SplineParams(points.astype(np.float32), w, v, config.order)
+    from .stats import pixel_noise
+
+    valid = np.isfinite(linear).all(axis=-1)
+    noise = pixel_noise(np.where(valid[..., None], linear, np.nan), valid)
+    bound = np.empty_like(linear, dtype=np.float64)
+    weight = ndimage.gaussian_filter(valid.astype(np.float64), CEILING_SCALE, mode="nearest")
+    for c in range(linear.shape[-1]):
+        num = ndimage.gaussian_filter(np.where(valid, linear[..., c], 0.0), CEILING_SCALE, mode="nearest")
+        # noise of the smoothed image, plus two of those sigmas
+        bound[..., c] = num / np.maximum(weight, 1e-3) + 2.0 * noise[c] / (2 * np.sqrt(np.pi) * CEILING_SCALE)
+    where = (protected & valid).reshape(-1)
+    return query[where], bound.reshape(-1, linear.shape[-1])[where]
 
 
 @dataclass
@@ -310,70 +306,73 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None,
     n_usable = int(usable.sum())
     timings["prepare"] = time.perf_counter() - t0
 
-    # --- fit -------------------------------------------------------------------------
-    from .optimize import fit_spline, make_trainer
-
+    # --- objects, then the fit -------------------------------------------------------
     t1 = time.perf_counter()
     long_side = float(max(h, w))
     hw_, ww_ = working.shape[:2]
+    extent = (h / long_side, w / long_side)
     iy, ix = np.mgrid[0:hw_, 0:ww_]
     q_all = np.stack([(iy + 0.5) * factor / long_side, (ix + 0.5) * factor / long_side],
-                     axis=-1).reshape(-1, 2).astype(np.float32)
-    y_all = np.nan_to_num(working, nan=0.0).reshape(-1, n_chan)
-    rng = np.random.default_rng(config.seed)
-    points = initial_points(config.n_control_points, (h / long_side, w / long_side),
-                            config.initializer, rng)
-
-    def on_block(stage: str, total: int, message: str):
-        def cb(done: int, loss: float) -> None:
-            _emit(config, stage, done, total, loss, message)
-        return cb
-
-    history: list[float] = []
+                     axis=-1).reshape(-1, 2)
+    linear = stretch.unstretch(working)       # normalised linear units, NaN where no data
     protected = np.zeros((hw_, ww_), dtype=bool)
-    # Every pixel with data enters the sample set once; protection only zeroes weights,
-    # so the compiled training step is built once.
-    sel = usable.reshape(-1)
-    q, y = q_all[sel], y_all[sel]
-    rounds = 1 + (config.protect_iterations if config.protect else 0)
-    params = None
-    trainer = None
-    for round_ in range(rounds):
-        wt = weights.reshape(-1, n_chan)[sel]
-        init = _spline_init(points if params is None else params.centers,
-                            working, weights, q, y, wt, config)
-        if trainer is None and config.epochs > 0:
-            trainer = make_trainer(q, y, wt, init, alpha=config.alpha,
-                                   learning_rate=config.learning_rate)
-        stage = "fit" if round_ == 0 else "protect"
-        share = (_FIRST_SHARE if rounds > 1 else 1.0) if round_ == 0 else _REFIT_SHARE
-        n_epochs = int(config.epochs * share)
-        fit = fit_spline(q, y, wt, init, alpha=config.alpha, learning_rate=config.learning_rate,
-                         epochs=n_epochs, trainer=trainer,
-                         on_block=on_block(stage, n_epochs, "fit" if round_ == 0 else f"refit {round_}"))
-        params = fit.params
-        history.extend(fit.loss_history)
-        if round_ == rounds - 1:
-            break
-        model_w = params(q_all).reshape(hw_, ww_, n_chan)
-        residual = np.where(np.isfinite(working), working - model_w, np.nan)
-        flags = protection_mask(residual, working, weights, config.protect_sigma,
-                                config.protect_grow)
-        new = flags & ~protected & usable
-        remaining = usable & ~(protected | flags)
-        if not new.any() or remaining.sum() < max(config.n_control_points, 0.25 * n_usable):
-            break
-        protected |= flags
-        weights = weights * ~protected[..., None]
-    jit = bool(trainer is not None and trainer.jit)
+    info: dict[str, Any] = {}
+    if config.protect:
+        _emit(config, "protect", 0, 1, message="finding objects")
+        found = object_mask(linear, np.isfinite(working).all(axis=-1), weights, q_all, extent,
+                            n_final=config.n_control_points, seed_sigma=config.protect_sigma,
+                            grow=config.protect_grow, order=config.order)
+        left = weights * ~found.flags[..., None]
+        n_left = int((left.max(axis=-1) > 0).sum())
+        if n_left >= max(MIN_SKY_SHARE * n_usable, 3 * (config.n_control_points + 3)):
+            protected = found.flags & usable
+            weights = left
+        else:
+            info["protection_skipped"] = "objects would leave too little sky"
+        info["regions_returned_to_sky"] = found.cleared
+        _emit(config, "protect", 1, 1, message="finding objects")
+    timings["protect"] = time.perf_counter() - t1
+
+    from .optimize import fit_spline
+
+    t1 = time.perf_counter()
+    rng = np.random.default_rng(config.seed)
+    points = initial_points(config.n_control_points, extent, config.initializer, rng).astype(np.float64)
+    wt = weights.reshape(-1, n_chan)
+    y_lin = np.nan_to_num(linear).reshape(-1, n_chan)
+    ceiling = _ceiling(linear, protected, q_all) if protected.any() else None
+    if config.init_solve == "lstsq":
+        sel = wt.max(axis=1) > 0
+        init = robust_fit(points, q_all[sel], y_lin[sel], wt[sel], config.order,
+                          smoothing=config.smoothing, two_sided=config.protect, ceiling=ceiling)
+    else:
+        vals = initial_values(working, weights, points, float(max(hw_, ww_)))
+        w_, v_ = solve(points, stretch.unstretch(vals), config.order, config.regularization)
+        init = SplineParams(points, w_, v_, config.order)
+
+    def on_block(done: int, loss: float) -> None:
+        _emit(config, "fit", done, config.epochs, loss, "fit")
+
+    y_st = np.nan_to_num(working).reshape(-1, n_chan)
+    bound = cap = None
+    if ceiling is not None:
+        bound = np.zeros_like(y_st)
+        cap = np.zeros_like(y_st)
+        under = (protected & np.isfinite(working).all(axis=-1)).reshape(-1)
+        bound[under] = extended_mtf(ceiling[1].astype(np.float32), stretch.midtones.astype(np.float32))
+        cap[under] = 1.0
+    fit = fit_spline(q_all, y_st, wt, stretch.midtones, init,
+                     alpha=config.alpha, learning_rate=config.learning_rate, epochs=config.epochs,
+                     bound=bound, cap=cap, on_block=on_block)
+    params = fit.params
+    history = fit.loss_history
     timings["fit"] = time.perf_counter() - t1
 
     # --- full resolution ---------------------------------------------------------------
     t2 = time.perf_counter()
     model = BackgroundModel(params, stretch, (h, w))
-    background = model.evaluate_stretched(
+    background = model.evaluate(
         (h, w), on_chunk=lambda k, n: _emit(config, "evaluate", k, n, message="full resolution"))
-    stretch.inverse(background, out=background)
     timings["evaluate"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
@@ -409,8 +408,8 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None,
         control_points=control_points, loss_history=history, epochs_run=len(history),
         timings=timings, out_of_range=out_of_range, config=config, model=model,
         downscaling_factor=factor,
-        info={"jit_compiled": jit, "valid_working_pixels": n_usable,
-              "protected_pixels": int(protected.sum())},
+        info={"jit_compiled": fit.jit_compiled, "valid_working_pixels": n_usable,
+              "protected_pixels": int(protected.sum()), **info},
     )
 
 

@@ -1,21 +1,28 @@
-"""Gradient-descent fit of the spline to the working image (TensorFlow, Adam).
+"""Gradient-descent fit of the spline to the working image (TensorFlow, Keras' Adam).
 
-The training step is compiled with ``tf.function`` (XLA ``jit_compile`` where it
-works, plain graph mode otherwise) and runs a block of epochs per call, keeping the
-best parameters seen. Early stopping and learning-rate halving act between blocks.
+The spline lives in normalised linear units, where the sky is smooth and objects add
+to it; the loss compares it with the delinearized working image through the same
+stretch (the extended midtones transfer function), so faint sky weighs as much as it
+does to the eye. The training step is compiled with ``tf.function`` (XLA
+``jit_compile`` where it works, plain graph mode otherwise) and runs a block of epochs
+per call, keeping the best parameters seen; early stopping and learning-rate halving
+act between blocks. This is the only module that imports TensorFlow.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ._tf import tf
-from .spline import SplineParams, apply
+from .spline import D2_FLOOR, SplineParams
 
 __all__ = ["FitResult", "fit_spline", "make_trainer", "LOSS_FLOOR"]
+
+log = logging.getLogger(__name__)
 
 #: Constant inside the log of the loss.
 LOSS_FLOOR = 1e-3
@@ -23,7 +30,6 @@ _BLOCK = 25           # epochs per compiled call
 _PATIENCE_LR = 30     # epochs without improvement before halving the learning rate
 _PATIENCE_STOP = 60   # epochs without improvement before stopping
 _MIN_DELTA = 5e-4     # improvement of the (log) loss that counts
-_BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-7
 
 
 @dataclass
@@ -37,8 +43,48 @@ class FitResult:
     jit_compiled: bool = False
 
 
-def loss_terms(model, y, wt, alpha: float):
-    """The seed loss: log(floor + mean|r| + colour variance + alpha (overshoot + negative))."""
+def _kernel(d2, order: int):
+    """TensorFlow twin of :func:`bgopt_plugin.spline.kernel` (float32, differentiable)."""
+    t = tf()
+    d2 = t.maximum(d2, D2_FLOOR)
+    if order == 1:
+        return t.sqrt(d2)
+    if order == 2:
+        return 0.5 * d2 * t.math.log(d2)
+    if order == 3:
+        return d2 * t.sqrt(d2)
+    return 0.5 * d2 * d2 * t.math.log(d2)
+
+
+def apply(query, centers, w, v, order: int):
+    """Spline values at ``query`` (P, 2) in TensorFlow, for the loss.
+
+    Distances are |q|^2 + |c|^2 - 2 q.c: one matmul and cheap gradients; the float32
+    cancellation this allows is harmless for training (evaluation is exact, in numpy).
+    """
+    t = tf()
+    d2 = (t.reduce_sum(query * query, axis=1)[:, None] + t.reduce_sum(centers * centers, axis=1)[None, :]
+          - 2.0 * t.matmul(query, centers, transpose_b=True))
+    phi = _kernel(t.maximum(d2, 0.0), order)
+    return t.matmul(phi, w) + v[0] + query[:, 0:1] * v[1] + query[:, 1:2] * v[2]
+
+
+def stretch(x, m):
+    """TensorFlow twin of :func:`bgopt_plugin.stretch.extended_mtf` (per-channel ``m``)."""
+    t = tf()
+    inside = t.clip_by_value(x, 0.0, 1.0)
+    inside = (m - 1.0) * inside / ((2.0 * m - 1.0) * inside - m)
+    below = x * ((1.0 - m) / m)
+    above = 1.0 + (x - 1.0) * (m / (1.0 - m))
+    return t.where(x < 0.0, below, t.where(x > 1.0, above, inside))
+
+
+def loss_terms(model, y, wt, alpha: float, bound=None, cap=None):
+    """The seed loss: log(floor + mean|r| + colour variance + alpha (overshoot + negative)).
+
+    ``model`` and ``y`` are stretched values, ``r = wt * (y - model)``. Where ``cap`` is
+    non-zero, the model rising above ``bound`` counts as overshoot too.
+    """
     t = tf()
     r = wt * (y - model)
     abs_r = t.abs(r)
@@ -49,30 +95,42 @@ def loss_terms(model, y, wt, alpha: float):
         colour = t.constant(0.0, dtype=r.dtype)
     overshoot = t.reduce_mean(abs_r - r)
     negative = t.reduce_mean(t.abs(model) - model)
+    if cap is not None:
+        overshoot = overshoot + 2.0 * t.reduce_mean(cap * t.nn.relu(model - bound))
     return t.math.log(LOSS_FLOOR + err + colour + alpha * (overshoot + negative))
 
 
 class _Trainer:
-    def __init__(self, q, y, wt, init: SplineParams, alpha: float, lr: float):
+    def __init__(self, q, y, wt, midtones, init: SplineParams, alpha: float, lr: float):
         t = tf()
+        import keras
+
         self.order = init.order
         # Variables, not constants, so a compiled trainer can take new samples of the
         # same shape (see make_trainer's cache).
-        self.q = t.Variable(q, dtype=t.float32)
-        self.y = t.Variable(y, dtype=t.float32)
-        self.wt = t.Variable(wt, dtype=t.float32)
+        self.q = t.Variable(np.asarray(q, np.float32))
+        self.y = t.Variable(np.asarray(y, np.float32))
+        self.wt = t.Variable(np.asarray(wt, np.float32))
+        self.midtones = t.Variable(np.asarray(midtones, np.float32))
         self.alpha = float(alpha)
-        self.vars = [t.Variable(init.centers), t.Variable(init.w), t.Variable(init.v)]
-        self.best = [t.Variable(init.centers), t.Variable(init.w), t.Variable(init.v)]
-        self.m = [t.Variable(t.zeros_like(x)) for x in self.vars]
-        self.s = [t.Variable(t.zeros_like(x)) for x in self.vars]
-        self.step_count = t.Variable(0.0)
+        # Upper bounds (stretched) where ``cap`` is 1: pixels left out of the loss, such
+        # as protected objects, above which the sky cannot be.
+        self.bound = t.Variable(np.zeros_like(np.asarray(y, np.float32)))
+        self.cap = t.Variable(np.zeros_like(np.asarray(y, np.float32)))
+        self.vars = [t.Variable(np.asarray(x, np.float32)) for x in (init.centers, init.w, init.v)]
+        self.best = [t.Variable(np.asarray(x, np.float32)) for x in (init.centers, init.w, init.v)]
         self.best_loss = t.Variable(np.inf, dtype=t.float32)
-        self.lr = t.Variable(float(lr), dtype=t.float32)
+        self.opt = keras.optimizers.Adam(learning_rate=float(lr), epsilon=1e-7)
+        self.opt.build(self.vars)
+
+    @property
+    def lr(self):
+        return self.opt.learning_rate
 
     def _loss(self):
         c, w, v = self.vars
-        return loss_terms(apply(self.q, c, w, v, self.order, fast=True), self.y, self.wt, self.alpha)
+        model = stretch(apply(self.q, c, w, v, self.order), self.midtones)
+        return loss_terms(model, self.y, self.wt, self.alpha, self.bound, self.cap)
 
     def _step(self):
         """One Adam epoch; returns the loss before the update."""
@@ -85,13 +143,7 @@ class _Trainer:
         for b, x in zip(self.best, self.vars):
             b.assign(t.where(better, x, b))
         self.best_loss.assign(t.minimum(loss, self.best_loss))
-        self.step_count.assign_add(1.0)
-        k = self.step_count
-        corr = t.sqrt(1 - _BETA2**k) / (1 - _BETA1**k)
-        for x, g, m, s in zip(self.vars, grads, self.m, self.s):
-            m.assign(_BETA1 * m + (1 - _BETA1) * g)
-            s.assign(_BETA2 * s + (1 - _BETA2) * g * g)
-            x.assign_sub(self.lr * corr * m / (t.sqrt(s) + _ADAM_EPS))
+        self.opt.apply_gradients(zip(grads, self.vars))
         return loss
 
     def _run(self, n_steps):
@@ -112,33 +164,33 @@ class _Trainer:
             self.run = t.function(self._run, input_signature=[spec])
             self.run(t.constant(1))  # compile now, so a failure falls back here
             return True
-        except Exception:  # noqa: BLE001 - XLA is unavailable for some ops/devices
+        except Exception as exc:  # noqa: BLE001 - XLA is unavailable for some ops/devices
+            log.info("XLA compilation failed, training in plain graph mode: %s",
+                     str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             self.step = t.function(self._step)
             self.run = t.function(self._run, input_signature=[spec])
             return False
 
     def reset(self, init: SplineParams, wt: np.ndarray | None = None, lr: float | None = None) -> None:
         """Start again from ``init`` (fresh Adam state), optionally with new weights."""
-        t = tf()
         for x, b, val in zip(self.vars, self.best, (init.centers, init.w, init.v)):
-            x.assign(val)
-            b.assign(val)
-        for m, s in zip(self.m, self.s):
-            m.assign(t.zeros_like(m))
-            s.assign(t.zeros_like(s))
-        self.step_count.assign(0.0)
+            x.assign(np.asarray(val, np.float32))
+            b.assign(np.asarray(val, np.float32))
+        for var in self.opt.variables:
+            if var is not self.opt.learning_rate:
+                var.assign(np.zeros(var.shape, np.float32).astype(var.dtype))
         self.best_loss.assign(np.inf)
         if wt is not None:
-            self.wt.assign(wt)
+            self.wt.assign(np.asarray(wt, np.float32))
         if lr is not None:
-            self.lr.assign(lr)
+            self.opt.learning_rate.assign(float(lr))
 
     def restore_best(self) -> None:
         for b, x in zip(self.best, self.vars):
             x.assign(b)
 
     def params(self) -> SplineParams:
-        c, w, v = (x.numpy() for x in self.vars)
+        c, w, v = (x.numpy().astype(np.float64) for x in self.vars)
         return SplineParams(c, w, v, self.order)
 
 
@@ -146,58 +198,57 @@ _CACHE: dict[tuple, _Trainer] = {}
 _CACHE_SIZE = 4
 
 
-def make_trainer(q, y, wt, init: SplineParams, *, alpha: float, learning_rate: float) -> _Trainer:
+def make_trainer(q, y, wt, midtones, init: SplineParams, *, alpha: float,
+                 learning_rate: float, bound=None, cap=None) -> _Trainer:
     """A compiled trainer for samples ``q``, ``y`` (weights can change between fits).
 
     Compiling costs about a second, so trainers are cached by problem shape: a batch of
     frames of one size, or repeated runs in one session, compiles once.
     """
-    key = (q.shape, y.shape, init.centers.shape, init.order, float(alpha))
+    key = (np.shape(q), np.shape(y), np.shape(init.centers), init.order, float(alpha))
     trainer = _CACHE.get(key)
     if trainer is None:
-        trainer = _Trainer(q, y, wt, init, alpha, learning_rate)
+        trainer = _Trainer(q, y, wt, midtones, init, alpha, learning_rate)
         trainer.jit = trainer.compile()
         if len(_CACHE) >= _CACHE_SIZE:
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = trainer
     else:
-        trainer.q.assign(q)
-        trainer.y.assign(y)
+        trainer.q.assign(np.asarray(q, np.float32))
+        trainer.y.assign(np.asarray(y, np.float32))
+        trainer.midtones.assign(np.asarray(midtones, np.float32))
+    zeros = np.zeros(np.shape(y), np.float32)
+    trainer.bound.assign(zeros if bound is None else np.asarray(bound, np.float32))
+    trainer.cap.assign(zeros if cap is None else np.asarray(cap, np.float32))
     trainer.reset(init, wt, learning_rate)
     return trainer
 
 
-def fit_spline(
-    q: np.ndarray,
-    y: np.ndarray,
-    wt: np.ndarray,
-    init: SplineParams,
-    *,
-    alpha: float,
-    learning_rate: float,
-    epochs: int,
-    on_block: Callable[[int, float], None] | None = None,
-    trainer: _Trainer | None = None,
-) -> FitResult:
+def fit_spline(q: np.ndarray, y: np.ndarray, wt: np.ndarray, midtones: np.ndarray, init: SplineParams,
+               *, alpha: float, learning_rate: float, epochs: int, bound=None, cap=None,
+               on_block: Callable[[int, float], None] | None = None) -> FitResult:
     """Fit spline parameters to weighted samples by Adam.
 
     Parameters
     ----------
     q : ndarray (P, 2)
-        Normalised coordinates of the working pixels that enter the loss.
+        Normalised coordinates of the working pixels.
     y : ndarray (P, C)
-        Their stretched values.
+        Their stretched values (anything where ``wt`` is 0).
     wt : ndarray (P, C)
-        Their weights in (0, 1].
+        Their weights in [0, 1]; 0 leaves a pixel out of the loss.
+    midtones : ndarray (C,)
+        Midtones balance of the stretch that maps the spline's normalised linear units
+        onto the stretched values.
     init : SplineParams
-        Starting point.
+        Starting point, in normalised linear units.
+    bound, cap : ndarray (P, C), optional
+        Stretched upper bounds, and where (``cap`` 1) they hold: the model rising above
+        them is penalised like overshoot.
     alpha, learning_rate, epochs
         See :class:`bgopt_plugin.Config`.
     on_block : callable, optional
         Called as ``on_block(epochs_done, loss)`` after each block of epochs.
-    trainer : optional
-        A trainer from :func:`make_trainer` for the same samples, reused so the
-        compiled step is not rebuilt (its weights are replaced by ``wt``).
 
     Returns
     -------
@@ -206,15 +257,15 @@ def fit_spline(
     """
     if epochs == 0:
         return FitResult(init, [], 0, float("nan"), False)
-    if trainer is None:
-        trainer = make_trainer(q, y, wt, init, alpha=alpha, learning_rate=learning_rate)
-    trainer.reset(init, wt, learning_rate)
-    jit = trainer.jit
+    trainer = make_trainer(q, y, wt, midtones, init, alpha=alpha, learning_rate=learning_rate,
+                           bound=bound, cap=cap)
     block = trainer.run(tf().constant(1)).numpy()
     history: list[float] = [float(block[0])]
     best, best_epoch, lr_epoch = history[0], 0, 0
     min_lr = learning_rate / 16
     done = 1
+    if on_block is not None:
+        on_block(done, history[0])
     while done < epochs:
         n = min(_BLOCK, epochs - done)
         block = trainer.run(tf().constant(n)).numpy()
@@ -233,4 +284,4 @@ def fit_spline(
             trainer.lr.assign(float(trainer.lr.numpy()) * 0.5)
             lr_epoch = done
     trainer.restore_best()
-    return FitResult(trainer.params(), history, done, float(trainer.best_loss.numpy()), jit)
+    return FitResult(trainer.params(), history, done, float(trainer.best_loss.numpy()), trainer.jit)

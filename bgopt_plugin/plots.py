@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .protect import robust_sigma
 from .sampling import missing_pixels
+from .stats import robust_sigma
 from .stretch import mtf
 
 __all__ = ["auto_stretch_params", "apply_display_stretch", "plot_before_after", "plot_model",
@@ -47,7 +47,7 @@ def apply_display_stretch(image: np.ndarray, params) -> np.ndarray:
     black, white, mid = params
     img = image if image.ndim == 3 else image[..., None]
     x = np.clip((img - black) / (white - black), 0, 1)
-    out = mtf(np.nan_to_num(x), mid)
+    out = np.clip(mtf(np.nan_to_num(x), mid), 0.0, 1.0)
     return out[..., 0] if out.shape[-1] == 1 else out
 
 

@@ -1,81 +1,184 @@
-"""Automatic object protection: find bright extended residuals and mask them."""
+"""Object protection: find nebulae, galaxies and bright regions before the spline is fitted.
+
+Objects add to the sky in linear units, so detection works on the linear working image.
+A stiff robust spline (few control points) cannot bend into an extended object; what it
+leaves above the noise, at several smoothing scales, is a candidate. Strong candidates
+(seeds) claim the connected region of weaker excess around them (hysteresis), the
+region is grown, and the fit is repeated with more control points on what is left, the
+flags being found afresh each time. Last, each large flagged region is put back and
+the spline refitted with the final number of control points: a region that the smooth
+sky model then follows almost entirely (a bright corner of light pollution) is sky.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["robust_sigma", "protection_mask"]
+from .sampling import grid_points
+from .spline import robust_fit
+from .stats import robust_sigma
+
+__all__ = ["ObjectMask", "object_mask", "LEVELS", "SCALES"]
+
+#: Grid cells along the long side of the detection fits, stiff to flexible.
+LEVELS = (3, 4, 5)
+#: Gaussian smoothing scales (working pixels) at which residual significance is tested.
+SCALES = (1.0, 2.0, 4.0)
+#: Deviation (in the residual's own spread) that lets a weaker pixel join a seed's region.
+WEAK_SIGMA = 2.5
+#: A seed must also stand out by this share of the sky model's peak-to-peak.
+SEED_AMPLITUDE = 0.1
+#: Fits per level (the flags are found afresh after each).
+ROUNDS_PER_LEVEL = 2
+#: A flagged region that the final sky model follows to this share of its excess is sky.
+SKY_SHARE = 0.85
+#: Only regions of at least this share of the working image are checked that way.
+CHECK_MIN_AREA = 0.01
+#: Bending-energy weight of the fits that check flagged regions.
+CHECK_SMOOTHING = 1e-3
 
 
-def robust_sigma(values: np.ndarray) -> float:
-    """Standard deviation estimated as 1.4826 times the median absolute deviation.
+@dataclass(frozen=True)
+class ObjectMask:
+    """Outcome of :func:`object_mask`.
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> round(robust_sigma(np.random.default_rng(0).normal(size=100_000)), 2)
-    1.0
+    Attributes
+    ----------
+    flags : ndarray (h, w) bool
+        Working pixels that belong to objects.
+    cleared : int
+        Flagged regions returned to the sky by the final check.
     """
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return 0.0
-    return float(1.4826 * np.median(np.abs(values - np.median(values))))
+
+    flags: np.ndarray
+    cleared: int = 0
 
 
-def local_noise(image: np.ndarray, size: int = 15) -> np.ndarray:
-    """Per-pixel noise from neighbour differences, smoothed over ``size`` windows.
+def _smooth(z: np.ndarray, valid: np.ndarray, scale: float) -> np.ndarray:
+    """Gaussian mean of ``z`` over valid pixels only (normalised convolution)."""
+    num = ndimage.gaussian_filter(np.where(valid, z, 0.0), scale, mode="nearest", truncate=3.0)
+    den = ndimage.gaussian_filter(valid.astype(np.float64), scale, mode="nearest", truncate=3.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 1e-3, num / np.maximum(den, 1e-3), 0.0)
 
-    Differences of horizontal neighbours cancel smooth signal (gradients, nebulae), so
-    this follows the noise, not the objects.
+
+def _disk(radius: int) -> np.ndarray:
+    yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    return (yy**2 + xx**2) <= radius * radius
+
+
+def _detect(z: np.ndarray, valid: np.ndarray, reference: np.ndarray, seed_sigma: float,
+            min_amplitude: float, grow: int) -> np.ndarray:
+    """Flags from a residual map ``z`` in noise units (h, w).
+
+    At each scale, the smoothed residual is measured in units of its own robust spread
+    over ``reference`` pixels (at least the noise). Seeds exceed ``seed_sigma`` there
+    and ``min_amplitude`` noise units per pixel; their connected regions above
+    :data:`WEAK_SIGMA` are flagged, then grown by ``grow`` pixels.
     """
-    diff = np.abs(np.diff(image, axis=1, append=np.nan))
-    diff = np.where(np.isfinite(diff), diff, np.nanmedian(diff))
-    sigma = ndimage.median_filter(diff, size=size, mode="nearest") * (1.4826 / np.sqrt(2))
-    return ndimage.uniform_filter(sigma, size=size, mode="nearest")
+    dev = np.full(z.shape, -np.inf)
+    amplitude = np.full(z.shape, -np.inf)
+    for s in SCALES:
+        mean = _smooth(z, valid, s)
+        t = mean * (2 * np.sqrt(np.pi) * s)  # unit variance for white noise
+        ref = t[reference]
+        centre = float(np.median(ref)) if ref.size else 0.0
+        spread = max(robust_sigma(ref), 1.0)
+        dev = np.maximum(dev, (t - centre) / spread)
+        amplitude = np.maximum(amplitude, mean)
+    seeds = (dev > seed_sigma) & (amplitude > min_amplitude) & valid
+    if not seeds.any():
+        return np.zeros_like(valid)
+    labels, _ = ndimage.label((dev > WEAK_SIGMA) & valid)
+    keep = np.unique(labels[seeds])
+    flags = np.isin(labels, keep[keep > 0])
+    if grow > 0:
+        flags = ndimage.binary_dilation(flags, structure=_disk(grow))
+    return flags & valid
 
 
-def protection_mask(
-    residual: np.ndarray, working: np.ndarray, weights: np.ndarray, sigma: float, grow: int
-) -> np.ndarray:
-    """Working pixels to protect: positive residual above ``sigma`` local sigmas, grown.
+def object_mask(linear: np.ndarray, valid: np.ndarray, weights: np.ndarray, query: np.ndarray,
+                extent: tuple[float, float], *, n_final: int, seed_sigma: float = 5.0, grow: int = 2,
+                order: int = 2) -> ObjectMask:
+    """Flag the working pixels that belong to objects rather than to the sky.
 
     Parameters
     ----------
-    residual : ndarray (h, w, C)
-        Working image minus model (stretched units); NaN where there is no data.
-    working : ndarray (h, w, C)
-        The working image, for the local noise estimate.
+    linear : ndarray (h, w, C)
+        The working image in linear units (any per-channel scale); NaN where no data.
+    valid : ndarray (h, w) bool
+        Pixels with data in every channel: detection looks at all of them, masked or not.
     weights : ndarray (h, w, C)
-        Current loss weights; only pixels with weight > 0 set the statistics.
-    sigma : float
-        Threshold in local noise sigmas above the typical residual.
+        Loss weights in [0, 1] (thresholds, user mask): only weighted pixels are fitted.
+    query : ndarray (h * w, 2)
+        Normalised coordinates of the working pixels, row-major.
+    extent : (float, float)
+        Height and width of the image in normalised units.
+    n_final : int
+        Control points of the final fit (the flexibility the sky check allows).
+    seed_sigma : float
+        Significance of a seed, in robust sigmas of the residual (``Config.protect_sigma``).
     grow : int
-        Dilation radius in pixels.
+        Dilation of every flagged region, in working pixels (``Config.protect_grow``).
+    order : int
+        Spline order of the detection fits.
 
     Returns
     -------
-    ndarray (h, w), bool
-        True where a pixel should be masked in every channel.
+    ObjectMask
     """
-    flags = np.zeros(residual.shape[:2], dtype=bool)
-    for c in range(residual.shape[-1]):
-        used = weights[..., c] > 0
-        if used.sum() < 10:
-            continue
-        noise = local_noise(working[..., c])
-        noise = np.maximum(noise, 1e-6)
-        z = residual[..., c] / noise
-        z_used = z[used & np.isfinite(z)]
-        centre = float(np.median(z_used))
-        spread = max(robust_sigma(z_used), 1e-6)
-        with np.errstate(invalid="ignore"):
-            # A pixel must stand out both from the local noise and from the residual spread.
-            flags |= (z - centre) > sigma * max(spread, 1.0)
-    # Single hot pixels are stars the block median missed; keep clusters only.
-    if flags.any():
-        flags = ndimage.binary_opening(flags, structure=np.ones((2, 2), bool))
-    if grow > 0 and flags.any():
-        yy, xx = np.mgrid[-grow:grow + 1, -grow:grow + 1]
-        flags = ndimage.binary_dilation(flags, structure=(yy**2 + xx**2) <= grow * grow)
-    return flags
+    h, w, n_chan = linear.shape
+    y = np.nan_to_num(linear).reshape(-1, n_chan)
+    wt0 = weights.reshape(-1, n_chan)
+    from .stats import pixel_noise
+
+    noise = pixel_noise(np.where(valid[..., None], linear, np.nan), valid)
+
+    def fit(flags: np.ndarray, centers: np.ndarray, smoothing: float = 0.0) -> np.ndarray:
+        wt = wt0 * ~flags.reshape(-1, 1)
+        sel = wt.max(axis=1) > 0
+        params = robust_fit(centers, query[sel], y[sel], wt[sel], order, smoothing=smoothing)
+        return params(query).reshape(h, w, n_chan)
+
+    def z_map(model: np.ndarray) -> np.ndarray:
+        z = np.where(valid[..., None], (linear - model) / noise, 0.0).mean(axis=-1)
+        return z * np.sqrt(n_chan)
+
+    flags = np.zeros((h, w), dtype=bool)
+    # The final flexibility as a full grid of about ``n_final`` points.
+    aspect = min(extent) / max(extent)
+    final_cells = max(2, int(round(np.sqrt(n_final / aspect))))
+    for cells in LEVELS:
+        if cells >= final_cells:
+            break
+        centers = grid_points(cells, extent)
+        for _ in range(ROUNDS_PER_LEVEL):
+            if (wt0 * ~flags.reshape(-1, 1)).max(axis=1).sum() < 3 * (len(centers) + 3):
+                break  # too little sky left to fit this level
+            model = fit(flags, centers)
+            span = float(np.ptp((model / noise).mean(axis=-1)[valid]) * np.sqrt(n_chan))
+            flags = _detect(z_map(model), valid, valid & ~flags, seed_sigma,
+                            SEED_AMPLITUDE * span, grow)
+
+    cleared = 0
+    labels, n_regions = ndimage.label(flags)
+    if n_regions:
+        centers = grid_points(final_cells, extent)
+        sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, n_regions + 1))
+        without = fit(flags, centers, CHECK_SMOOTHING)
+        for i in np.argsort(-sizes):
+            if sizes[i] < CHECK_MIN_AREA * valid.sum():
+                break
+            region = (labels == i + 1) & valid
+            trial = flags & ~region
+            excess = float(z_map(without)[region].mean())
+            if excess <= 0:
+                continue
+            lifted = fit(trial, centers, CHECK_SMOOTHING)
+            lift = float(((lifted - without) / noise).mean(axis=-1)[region].mean() * np.sqrt(n_chan))
+            if lift > SKY_SHARE * excess:
+                flags, cleared = trial, cleared + 1
+    return ObjectMask(flags, cleared)

@@ -14,6 +14,7 @@ __all__ = [
     "downscale",
     "threshold_mask",
     "initial_points",
+    "grid_points",
     "initial_values",
 ]
 
@@ -137,9 +138,18 @@ def downscale(image: np.ndarray, factor: int, func: str = "median", transform=No
 
 
 def threshold_mask(working: np.ndarray, tmin: float, tmax: float) -> np.ndarray:
-    """1.0 where ``tmin <= working <= tmax`` (NaN counts as outside), else 0.0."""
+    """1.0 where ``tmin <= working <= tmax`` (NaN counts as outside), else 0.0.
+
+    Stretched values above 1 (brighter than the delinearization quantile) count as 1,
+    so the default ``tmax = 1`` masks nothing.
+
+    Examples
+    --------
+    >>> threshold_mask(np.array([0.0, 0.5, 1.7, np.nan]), 0.001, 1.0)
+    array([0., 1., 1., 0.], dtype=float32)
+    """
     with np.errstate(invalid="ignore"):
-        return ((working >= tmin) & (working <= tmax)).astype(np.float32)
+        return ((working >= tmin) & (np.minimum(working, 1.0) <= tmax)).astype(np.float32)
 
 
 def initial_points(n: int, extent: tuple[float, float], how: str, rng: np.random.Generator) -> np.ndarray:
@@ -176,6 +186,26 @@ def initial_points(n: int, extent: tuple[float, float], how: str, rng: np.random
     if extra > 0:
         pts = np.concatenate([pts, rng.uniform(0.0, 1.0, size=(extra, 2)) * np.array([ey, ex])])
     return pts[:n].astype(np.float32)
+
+
+def grid_points(per_long_side: int, extent: tuple[float, float]) -> np.ndarray:
+    """A regular grid of cell centres with ``per_long_side`` cells along the long side.
+
+    The short side gets the number of cells that keeps them closest to square.
+
+    Examples
+    --------
+    >>> grid_points(3, (0.5, 1.0)).shape
+    (6, 2)
+    """
+    ey, ex = extent
+    long_, short = max(ey, ex), min(ey, ex)
+    n_long = max(1, int(per_long_side))
+    n_short = max(1, int(round(n_long * short / long_)))
+    ny, nx = (n_short, n_long) if ey <= ex else (n_long, n_short)
+    gy = (np.arange(ny) + 0.5) / ny * ey
+    gx = (np.arange(nx) + 0.5) / nx * ex
+    return np.stack(np.meshgrid(gy, gx, indexing="ij"), axis=-1).reshape(-1, 2)
 
 
 def initial_values(

@@ -1,8 +1,9 @@
-"""Polyharmonic spline with a linear term, solved and applied with TensorFlow ops.
+"""Polyharmonic spline with a linear term: kernels, solves and evaluation in numpy.
 
 Coordinates are normalised: a full-resolution pixel ``(row, col)`` sits at
 ``((row + 0.5) / L, (col + 0.5) / L)`` with ``L`` the long side of the image, so the
-same spline evaluates at any resolution.
+same spline evaluates at any resolution. Nothing here needs gradients; the optimizer
+has its own TensorFlow copy of :func:`kernel` for training.
 """
 
 from __future__ import annotations
@@ -11,162 +12,287 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._tf import tf
+from .stats import robust_sigma
 
-__all__ = ["SplineParams", "kernel", "solve", "apply", "evaluate_grid", "evaluate_image"]
+__all__ = ["SplineParams", "kernel", "sqdist", "solve", "solve_lstsq", "robust_fit", "evaluate_grid",
+           "evaluate_image", "bending_energy"]
 
-_EPS = 1e-10
+#: Squared distances are floored here so log(0) never occurs (the kernels vanish at 0).
+D2_FLOOR = 1e-10
 
 
-def kernel(d2, order: int):
+def kernel(d2: np.ndarray, order: int) -> np.ndarray:
     """Polyharmonic radial basis as a function of the squared distance ``d2``.
 
-    order 1: r, 2: r^2 log r, 3: r^3, 4: r^4 log r.
+    order 1: r, 2: r^2 log r (thin plate), 3: r^3, 4: r^4 log r.
+
+    Examples
+    --------
+    >>> float(kernel(np.array(4.0), 1)), float(kernel(np.array(4.0), 3))
+    (2.0, 8.0)
     """
-    t = tf()
-    d2 = t.maximum(d2, _EPS)
+    d2 = np.maximum(d2, D2_FLOOR)
     if order == 1:
-        return t.sqrt(d2)
+        return np.sqrt(d2)
     if order == 2:
-        return 0.5 * d2 * t.math.log(d2)
+        return 0.5 * d2 * np.log(d2)
     if order == 3:
-        return d2 * t.sqrt(d2)
+        return d2 * np.sqrt(d2)
     if order == 4:
-        return 0.5 * d2 * d2 * t.math.log(d2)
+        return 0.5 * d2 * d2 * np.log(d2)
     raise ValueError(f"order must be 1, 2, 3 or 4, got {order!r}")
 
 
-def _sqdist(a, b):
-    """Exact pairwise squared distances (used by the float64 solves)."""
-    t = tf()
-    diff = a[:, None, :] - b[None, :, :]
-    return t.reduce_sum(diff * diff, axis=-1)
+def sqdist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Exact pairwise squared distances between (P, 2) and (N, 2) points, float64."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    dy = a[:, None, 0] - b[None, :, 0]
+    dx = a[:, None, 1] - b[None, :, 1]
+    return dy * dy + dx * dx
 
 
-def _sqdist_fast(a, b):
-    """Pairwise squared distances as |a|^2 + |b|^2 - 2 a.b: one matmul, cheap gradients."""
-    t = tf()
-    d2 = (t.reduce_sum(a * a, axis=1)[:, None] + t.reduce_sum(b * b, axis=1)[None, :]
-          - 2.0 * t.matmul(a, b, transpose_b=True))
-    return t.maximum(d2, 0.0)
-
-
-def apply(query, centers, w, v, order: int, fast: bool = False):
-    """Evaluate the spline at ``query`` points.
-
-    Parameters
-    ----------
-    query : tensor (P, 2)
-    centers : tensor (N, 2)
-    w : tensor (N, C)
-        Radial weights.
-    v : tensor (3, C)
-        Linear term: constant, y and x coefficients.
-    order : int
-    fast : bool
-        Use the one-matmul distance form (training); the default exact form is
-        better conditioned for evaluation.
-
-    Returns
-    -------
-    tensor (P, C)
-    """
-    t = tf()
-    phi = kernel((_sqdist_fast if fast else _sqdist)(query, centers), order)
-    return t.matmul(phi, w) + v[0] + query[:, 0:1] * v[1] + query[:, 1:2] * v[2]
-
-
-def solve(centers: np.ndarray, values: np.ndarray, order: int, regularization: float = 0.0):
-    """Weights of the spline through ``values`` at ``centers``.
-
-    Solves ``[[A + reg I, B], [B^T, 0]] [w; v] = [f; 0]`` with ``A`` the kernel matrix and
-    ``B = [1, y, x]``, in float64.
-
-    Returns
-    -------
-    w : ndarray (N, C), v : ndarray (3, C), both float32
-    """
-    t = tf()
-    c = t.constant(centers, dtype=t.float64)
-    f = t.constant(values, dtype=t.float64)
-    n = c.shape[0]
-    a = kernel(_sqdist(c, c), order) + regularization * t.eye(n, dtype=t.float64)
-    b = t.concat([t.ones((n, 1), dtype=t.float64), c], axis=1)
-    top = t.concat([a, b], axis=1)
-    bottom = t.concat([t.transpose(b), t.zeros((3, 3), dtype=t.float64)], axis=1)
-    lhs = t.concat([top, bottom], axis=0)
-    rhs = t.concat([f, t.zeros((3, f.shape[1]), dtype=t.float64)], axis=0)
-    sol = t.linalg.solve(lhs, rhs).numpy()
-    if not np.all(np.isfinite(sol)):
-        raise ValueError("the spline system is singular (control points coincide?)")
-    return sol[:n].astype(np.float32), sol[n:].astype(np.float32)
+def _linear(points: np.ndarray) -> np.ndarray:
+    """The linear-term basis [1, y, x] at (P, 2) points."""
+    return np.concatenate([np.ones((len(points), 1)), np.asarray(points, np.float64)], axis=1)
 
 
 @dataclass(frozen=True)
 class SplineParams:
-    """A fitted spline: centres (N, 2) in normalised (y, x), weights (N, C), linear term (3, C)."""
+    """A spline: centres (N, 2) in normalised (y, x), weights (N, C), linear term (3, C).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> c = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    >>> s = SplineParams(c, np.zeros((4, 1)), np.array([[1.0], [2.0], [0.0]]), 2)
+    >>> float(s(np.array([[0.5, 0.5]]))[0, 0])
+    2.0
+    """
 
     centers: np.ndarray
     w: np.ndarray
     v: np.ndarray
     order: int
 
+    @property
+    def n_channels(self) -> int:
+        return int(self.w.shape[1])
+
     def __call__(self, query: np.ndarray) -> np.ndarray:
-        """Evaluate at normalised (P, 2) query points; returns (P, C) float32."""
-        t = tf()
-        out = apply(t.constant(query, t.float32), t.constant(self.centers), t.constant(self.w),
-                    t.constant(self.v), self.order)
-        return out.numpy()
+        """Evaluate at normalised (P, 2) query points; returns (P, C) float64."""
+        query = np.asarray(query, dtype=np.float64)
+        phi = kernel(sqdist(query, self.centers), self.order)
+        return phi @ np.asarray(self.w, np.float64) + _linear(query) @ np.asarray(self.v, np.float64)
+
+
+def bending_energy(params: SplineParams) -> np.ndarray:
+    """Per-channel ``w^T K w`` (K the kernel matrix of the centres).
+
+    For the thin-plate spline with the side conditions ``P^T w = 0`` this is, up to a
+    constant factor, the integral of the squared second derivatives: zero for a plane.
+    """
+    k = kernel(sqdist(params.centers, params.centers), params.order)
+    w = np.asarray(params.w, np.float64)
+    return np.einsum("nc,nm,mc->c", w, k, w)
+
+
+def solve(centers: np.ndarray, values: np.ndarray, order: int,
+          regularization: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Weights of the spline through ``values`` at ``centers``.
+
+    Solves ``[[A + reg I, P], [P^T, 0]] [w; v] = [f; 0]`` in float64, with ``A`` the
+    kernel matrix and ``P = [1, y, x]``: the same system as
+    ``scipy.interpolate.RBFInterpolator(..., degree=1, smoothing=reg)``.
+
+    Returns
+    -------
+    w : ndarray (N, C), v : ndarray (3, C), float64
+    """
+    c = np.asarray(centers, np.float64)
+    f = np.asarray(values, np.float64)
+    n = len(c)
+    a = kernel(sqdist(c, c), order) + regularization * np.eye(n)
+    p = _linear(c)
+    lhs = np.block([[a, p], [p.T, np.zeros((3, 3))]])
+    rhs = np.concatenate([f, np.zeros((3, f.shape[1]))])
+    try:
+        sol = np.linalg.solve(lhs, rhs)
+    except np.linalg.LinAlgError:
+        sol = np.full_like(rhs, np.nan)
+    if not np.all(np.isfinite(sol)):
+        raise ValueError("the spline system is singular (control points coincide?)")
+    return sol[:n], sol[n:]
+
+
+def solve_lstsq(centers: np.ndarray, query: np.ndarray, values: np.ndarray, weights: np.ndarray,
+                order: int, ridge: float = 1e-6, smoothing: float = 0.0,
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted least-squares spline with fixed ``centers``.
+
+    Minimises, per channel, ``sum weights * (values - spline(query))**2 +
+    smoothing * S * w^T K w + ridge * S * |w|^2`` subject to ``P_c^T w = 0`` (the side
+    conditions that make the spline linear far from its centres), where ``S`` is the
+    mean diagonal of the weighted normal matrix, so ``smoothing`` and ``ridge`` do not
+    depend on the number of pixels or their scale. Solved in float64 (KKT system).
+
+    Parameters
+    ----------
+    centers : ndarray (N, 2)
+    query : ndarray (P, 2)
+    values, weights : ndarray (P, C)
+    order : int
+    ridge : float
+        Tikhonov damping of the radial weights.
+    smoothing : float
+        Weight of the bending energy ``w^T K w``: 0 is a plain least-squares fit, large
+        values tend to the best plane.
+
+    Returns
+    -------
+    w : ndarray (N, C), v : ndarray (3, C), float64
+    """
+    c = np.asarray(centers, np.float64)
+    q = np.asarray(query, np.float64)
+    y = np.asarray(values, np.float64)
+    wt = np.asarray(weights, np.float64)
+    n, n_chan = len(c), y.shape[1]
+    design = np.concatenate([kernel(sqdist(q, c), order), _linear(q)], axis=1)
+    k = kernel(sqdist(c, c), order) if smoothing > 0 else None
+    pc = _linear(c)
+    w_out, v_out = np.empty((n, n_chan)), np.empty((3, n_chan))
+    for ch in range(n_chan):
+        dw = design * wt[:, ch:ch + 1]
+        gram = dw.T @ design
+        scale = float(np.mean(np.diag(gram)[:n])) or 1.0
+        gram[:n, :n] += ridge * scale * np.eye(n)
+        if k is not None:
+            gram[:n, :n] += smoothing * scale * k
+        lhs = np.zeros((n + 6, n + 6))
+        lhs[:n + 3, :n + 3] = gram
+        lhs[:n, n + 3:] = pc
+        lhs[n + 3:, :n] = pc.T
+        rhs = np.zeros(n + 6)
+        rhs[:n + 3] = dw.T @ y[:, ch]
+        try:
+            sol = np.linalg.solve(lhs, rhs)
+        except np.linalg.LinAlgError:
+            sol = np.linalg.lstsq(lhs, rhs, rcond=None)[0]
+        if not np.all(np.isfinite(sol)):
+            raise ValueError("the least-squares spline system is singular")
+        w_out[:, ch], v_out[:, ch] = sol[:n], sol[n:n + 3]
+    return w_out, v_out
+
+
+def robust_fit(centers: np.ndarray, query: np.ndarray, values: np.ndarray, weights: np.ndarray,
+               order: int, *, smoothing: float = 0.0, rounds: int = 4, two_sided: bool = False,
+               ceiling: tuple[np.ndarray, np.ndarray] | None = None) -> SplineParams:
+    """Robust weighted least-squares spline (iteratively reweighted :func:`solve_lstsq`).
+
+    After each solve, a residual ``r`` beyond the median gets the weight
+    ``w / (1 + ((r - median) / (2 s))**2)`` with ``s`` its robust sigma: only positive
+    residuals (stars, objects above the sky) by default, both signs with ``two_sided``.
+
+    Parameters
+    ----------
+    centers : ndarray (N, 2)
+    query : ndarray (P, 2)
+    values, weights : ndarray (P, C)
+    order : int
+    smoothing : float
+        Bending-energy weight (see :func:`solve_lstsq`).
+    rounds : int
+        Reweighting rounds after the first solve.
+    two_sided : bool
+        Down-weight negative outliers too.
+    ceiling : (ndarray (Q, 2), ndarray (Q, C)), optional
+        Points the spline must not rise above, and their bounds (for pixels left out of
+        the fit, such as masked objects: the sky is never brighter than the image).
+        Where the spline exceeds a bound, the bound joins the fit as a value, weight 1.
+
+
+    Returns
+    -------
+    SplineParams
+        float64 parameters.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> q = rng.uniform(0, 1, (2000, 2))
+    >>> y = (0.2 + 0.1 * q[:, :1]) + rng.normal(0, 0.01, (2000, 1))
+    >>> y[:200] += 5.0                                     # bright outliers
+    >>> c = np.array([[0.25, 0.25], [0.25, 0.75], [0.75, 0.25], [0.75, 0.75]])
+    >>> s = robust_fit(c, q, y, np.ones_like(y), 2)
+    >>> bool(abs(s(np.array([[0.5, 0.5]]))[0, 0] - 0.25) < 0.01)
+    True
+    """
+    y = np.asarray(values, np.float64)
+    wt = np.asarray(weights, np.float64)
+    rw = wt.copy()
+    q_all, y_all, capped = query, y, None
+    for k in range(rounds + 1):
+        w_all = rw if capped is None else np.concatenate([rw, capped])
+        w, v = solve_lstsq(centers, q_all, y_all, w_all, order, smoothing=smoothing)
+        params = SplineParams(np.asarray(centers, np.float64), w, v, order)
+        if ceiling is not None:
+            cq, cv = ceiling
+            over = (params(cq) > cv).astype(np.float64)
+            capped = over if capped is None else np.maximum(capped, over)
+            q_all, y_all = np.concatenate([query, cq]), np.concatenate([y, cv])
+            if k == rounds and capped.any():
+                w, v = solve_lstsq(centers, q_all, y_all, np.concatenate([rw, capped]), order,
+                                   smoothing=smoothing)
+                params = SplineParams(np.asarray(centers, np.float64), w, v, order)
+        if k == rounds:
+            break
+        r = y - params(query)
+        for c in range(y.shape[1]):
+            used = wt[:, c] > 0
+            if not used.any():
+                continue
+            centre = np.median(r[used, c])
+            scale = 2.0 * robust_sigma(r[used, c]) + 1e-12
+            excess = (r[:, c] - centre) / scale
+            excess = np.abs(excess) if two_sided else np.maximum(excess, 0.0)
+            rw[:, c] = wt[:, c] / (1.0 + excess**2)
+    return params
 
 
 def _chunk_rows(width: int, n_centers: int, budget_bytes: int) -> int:
-    # Each evaluated pixel holds about 4 float32 temporaries per centre.
-    per_row = max(1, width * n_centers * 16)
+    # Each evaluated pixel holds about 3 float64 temporaries per centre.
+    per_row = max(1, width * n_centers * 24)
     return max(1, budget_bytes // per_row)
 
 
-def evaluate_grid(
-    params: SplineParams,
-    rows: np.ndarray,
-    cols: np.ndarray,
-    unit: float,
-    budget_bytes: int = 64 << 20,
-    on_chunk=None,
-) -> np.ndarray:
+def evaluate_grid(params: SplineParams, rows: np.ndarray, cols: np.ndarray, unit: float,
+                  budget_bytes: int = 64 << 20, on_chunk=None) -> np.ndarray:
     """Exact spline values on the grid ``rows x cols`` of full-resolution pixel indices.
 
-    Evaluated in row chunks so memory stays under about ``budget_bytes``.
+    Evaluated in row chunks so temporaries stay under about ``budget_bytes``.
 
     Returns
     -------
     ndarray, shape (len(rows), len(cols), C), float32
     """
-    t = tf()
     rows = np.asarray(rows, dtype=np.float64)
     cols = np.asarray(cols, dtype=np.float64)
-    n_chan = params.w.shape[1]
-    out = np.empty((len(rows), len(cols), n_chan), dtype=np.float32)
+    out = np.empty((len(rows), len(cols), params.n_channels), dtype=np.float32)
     step = _chunk_rows(len(cols), len(params.centers), budget_bytes)
-    centers, w, v = t.constant(params.centers), t.constant(params.w), t.constant(params.v)
-    qx = ((cols + 0.5) / unit).astype(np.float32)
+    qx = (cols + 0.5) / unit
     n_chunks = -(-len(rows) // step)
     for k, start in enumerate(range(0, len(rows), step)):
-        rr = ((rows[start:start + step] + 0.5) / unit).astype(np.float32)
+        rr = (rows[start:start + step] + 0.5) / unit
         q = np.stack(np.meshgrid(rr, qx, indexing="ij"), axis=-1).reshape(-1, 2)
-        vals = apply(t.constant(q), centers, w, v, params.order).numpy()
-        out[start:start + len(rr)] = vals.reshape(len(rr), len(cols), n_chan)
+        out[start:start + len(rr)] = params(q).reshape(len(rr), len(cols), -1)
         if on_chunk is not None:
             on_chunk(k + 1, n_chunks)
     return out
 
 
-def evaluate_image(
-    params: SplineParams,
-    shape: tuple[int, int],
-    step: int = 1,
-    budget_bytes: int = 64 << 20,
-    on_chunk=None,
-) -> np.ndarray:
+def evaluate_image(params: SplineParams, shape: tuple[int, int], step: int = 1,
+                   budget_bytes: int = 64 << 20, on_chunk=None) -> np.ndarray:
     """Spline values at every pixel of a full-resolution image of ``shape`` (H, W).
 
     With ``step > 1`` the spline is evaluated exactly on every ``step``-th row and
@@ -210,51 +336,3 @@ def _interp_matrix(coarse: np.ndarray, fine: np.ndarray) -> np.ndarray:
     # turn them into denormals, which slow matrix products tenfold.
     mat[np.abs(mat) < 1e-9] = 0.0
     return np.ascontiguousarray(mat, dtype=np.float32)
-
-
-def solve_lstsq(
-    centers: np.ndarray,
-    query: np.ndarray,
-    values: np.ndarray,
-    weights: np.ndarray,
-    order: int,
-    ridge: float = 1e-6,
-):
-    """Weighted least-squares weights of a spline with fixed ``centers``.
-
-    Minimises ``sum weights * (values - spline(query))**2 + ridge * |w|^2`` over the
-    radial weights ``w`` and the linear term ``v`` (float64 normal equations).
-
-    Parameters
-    ----------
-    centers : ndarray (N, 2)
-    query : ndarray (P, 2)
-    values, weights : ndarray (P, C)
-    order : int
-    ridge : float
-        Tikhonov damping of the radial weights, relative to the mean diagonal.
-
-    Returns
-    -------
-    w : ndarray (N, C), v : ndarray (3, C), both float32
-    """
-    t = tf()
-    c = t.constant(centers, t.float64)
-    q = t.constant(query, t.float64)
-    phi = kernel(_sqdist(q, c), order)
-    design = t.concat([phi, t.ones((q.shape[0], 1), t.float64), q], axis=1)
-    n = centers.shape[0]
-    n_chan = values.shape[1]
-    w_out = np.empty((n, n_chan), np.float32)
-    v_out = np.empty((3, n_chan), np.float32)
-    for k in range(n_chan):
-        wk = t.constant(weights[:, k:k + 1], t.float64)
-        gram = t.matmul(design * wk, design, transpose_a=True)
-        scale = t.reduce_mean(t.linalg.diag_part(gram)[:n])
-        damp = t.concat([t.fill([n], ridge * scale), t.zeros([3], t.float64)], axis=0)
-        rhs = t.matmul(design * wk, t.constant(values[:, k:k + 1], t.float64), transpose_a=True)
-        sol = t.linalg.solve(gram + t.linalg.diag(damp), rhs).numpy()[:, 0]
-        if not np.all(np.isfinite(sol)):
-            raise ValueError("the least-squares spline system is singular")
-        w_out[:, k], v_out[:, k] = sol[:n], sol[n:]
-    return w_out, v_out

@@ -1,7 +1,10 @@
 """Delinearizing stretch: pedestal, quantile scaling and the midtones transfer function.
 
-The stretch reveals the faint background so the loss sees it at a useful scale, and it
-is exactly invertible so the fitted model can be brought back to linear units.
+The stretch reveals the faint background so the loss sees it at a useful scale. It is
+the midtones transfer function on [0, 1], continued by straight lines with the same
+slope below 0 and above 1, so it is monotonic and invertible on the whole real line:
+sky brighter than the quantile is modelled and removed like any other, nothing is
+capped.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import numpy as np
 
 from .sampling import missing_pixels
 
-__all__ = ["Stretch", "mtf", "TARGET_MEDIAN"]
+__all__ = ["Stretch", "mtf", "extended_mtf", "TARGET_MEDIAN"]
 
 #: The stretched median of every channel.
 TARGET_MEDIAN = 0.25
@@ -44,6 +47,27 @@ def mtf(x: np.ndarray, m: np.ndarray | float) -> np.ndarray:
     x = np.asarray(x)
     m = np.asarray(m, dtype=x.dtype if x.dtype.kind == "f" else np.float64)
     return ((m - 1) * x) / ((2 * m - 1) * x - m)
+
+
+def extended_mtf(x: np.ndarray, m: np.ndarray | float) -> np.ndarray:
+    """:func:`mtf` on [0, 1], continued linearly with its end slopes outside.
+
+    The slopes are ``(1 - m) / m`` at 0 and ``m / (1 - m)`` at 1, so the function is
+    continuous with a continuous derivative, increasing, and ``extended_mtf(., 1 - m)``
+    is its inverse everywhere.
+
+    Examples
+    --------
+    >>> y = extended_mtf(np.array([-0.5, 0.3, 2.0]), 0.1)
+    >>> np.allclose(extended_mtf(y, 0.9), [-0.5, 0.3, 2.0])
+    True
+    """
+    x = np.asarray(x)
+    m = np.asarray(m, dtype=x.dtype if x.dtype.kind == "f" else np.float64)
+    inside = mtf(np.clip(x, 0, 1), m)
+    below = x * ((1 - m) / m)
+    above = 1 + (x - 1) * (m / (1 - m))
+    return np.where(x < 0, below, np.where(x > 1, above, inside)).astype(inside.dtype)
 
 
 #: Statistics of large images are taken on a regular subsample of about this many pixels.
@@ -109,26 +133,47 @@ class Stretch:
         mid = np.clip(mid, _EPS, 1 - _EPS)
         return cls(ped, scale, mid, top)
 
+    def normalize(self, image: np.ndarray) -> np.ndarray:
+        """Linear data to normalised linear units: ``(image - pedestal) / scale`` (float32).
+
+        The pedestal maps to 0 and the delinearization quantile to 1; the spline is
+        fitted in these units.
+        """
+        return ((np.asarray(image, dtype=np.float32) - self.pedestal.astype(np.float32))
+                / self.scale.astype(np.float32))
+
+    def denormalize(self, values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Normalised linear units back to data units, chunk by chunk (float32).
+
+        ``out`` may be ``values`` itself (in place).
+        """
+        x = np.asarray(values, dtype=np.float32)
+        out = np.empty_like(x) if out is None else out
+        sc, pe = self.scale.astype(np.float32), self.pedestal.astype(np.float32)
+        for start in range(0, max(len(x), 1), _ROWS):
+            block = x[start:start + _ROWS] * sc
+            block += pe
+            out[start:start + _ROWS] = block
+        return out
+
     def forward(self, image: np.ndarray) -> np.ndarray:
-        """Stretch linear data (channels last) into [0, 1]; NaN stays NaN."""
-        out = (image.astype(np.float32) - self.pedestal.astype(np.float32)) / self.scale.astype(np.float32)
-        np.clip(out, 0.0, 1.0, out=out)
-        return mtf(out, self.midtones.astype(np.float32))
+        """Stretch linear data (channels last); [pedestal, pedestal + scale] maps onto
+        [0, 1], values outside continue linearly. NaN stays NaN."""
+        return extended_mtf(self.normalize(image), self.midtones.astype(np.float32))
+
+    def unstretch(self, stretched: np.ndarray) -> np.ndarray:
+        """Stretched values to normalised linear units (the inverse transfer function)."""
+        y = np.asarray(stretched, dtype=np.float32)
+        return extended_mtf(y, (1 - self.midtones).astype(np.float32))
 
     def inverse(self, stretched: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Map stretched values back to linear units (float32), chunk by chunk.
 
-        Values outside [0, 1] are clipped first: the inverse transfer function has a
-        pole just outside that range. ``out`` may be ``stretched`` itself (in place).
+        The exact inverse of :meth:`forward` for every finite value. ``out`` may be
+        ``stretched`` itself (in place).
         """
         y = np.asarray(stretched, dtype=np.float32)
         out = np.empty_like(y) if out is None else out
-        m = (1 - self.midtones).astype(np.float32)
-        sc, pe = self.scale.astype(np.float32), self.pedestal.astype(np.float32)
         for start in range(0, max(len(y), 1), _ROWS):
-            block = np.clip(y[start:start + _ROWS], 0.0, 1.0)
-            block = mtf(block, m)
-            block *= sc
-            block += pe
-            out[start:start + _ROWS] = block
-        return out
+            out[start:start + _ROWS] = self.unstretch(y[start:start + _ROWS])
+        return self.denormalize(out, out=out)

@@ -132,16 +132,18 @@ class SirilProgress:
         self.siril = siril
         self.min_interval = min_interval
         self._last = 0.0
+        self._label = None
 
     def __call__(self, ev) -> None:
         now = time.monotonic()
         if ev.stage not in ("fit", "protect", "evaluate") or ev.total <= 0:
             return
-        if now - self._last < self.min_interval and ev.step < ev.total:
-            return
-        self._last = now
         label = {"fit": "bgopt: fitting", "evaluate": "bgopt: full resolution"}.get(
             ev.stage, f"bgopt: {ev.message}")
+        # Throttled, but a new stage always shows (a fit may end within one interval).
+        if label == self._label and now - self._last < self.min_interval and ev.step < ev.total:
+            return
+        self._last, self._label = now, label
         self.siril.update_progress(label, min(1.0, max(0.0, ev.step / ev.total)))
 
 

@@ -201,6 +201,26 @@ def test_demo_runs(tmp_path):
             "bgopt_demo_master_bgModel.fits", "bgopt_demo_master_bgModel.png"} <= names
 
 
+def _block_medians(a, n=8):
+    """(n, n, C) grid of block medians of a channels-last image."""
+    h, w = a.shape[:2]
+    return np.array([[np.median(a[i * h // n:(i + 1) * h // n, j * w // n:(j + 1) * w // n]
+                                .reshape(-1, a.shape[-1]), axis=0) for j in range(n)] for i in range(n)])
+
+
+def test_real_light_pollution_frame_is_flat(real_data, tmp_path):
+    # The light-polluted corner of this real DSLR frame is its brightest sky: after the
+    # correction every block median must sit within 2 % of the sky level.
+    src = real_data / "dslr_lp_widefield_rgb_linear.fits"
+    assert main([str(src), "-o", str(tmp_path), "--seed", "1", "-q"]) == 0
+    out = bio.read_image(tmp_path / "dslr_lp_widefield_rgb_linear_bgSubtracted.fits").data
+    grid = _block_medians(out)
+    level = np.median(grid.reshape(-1, 3), axis=0)
+    assert np.abs(grid / level - 1).max() < 0.02
+    before = _block_medians(bio.read_image(src).data)
+    assert np.abs(before / np.median(before.reshape(-1, 3), axis=0) - 1).max() > 0.3
+
+
 def test_real_light_pollution_frame(real_data, tmp_path):
     src = real_data / "dslr_lp_widefield_rgb_linear.fits"
     before = src.read_bytes()

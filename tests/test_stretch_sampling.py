@@ -14,12 +14,17 @@ def test_stretch_round_trip_and_median():
     st = Stretch.fit(img, 0.95)
     y = st.forward(img)
     assert y.dtype == np.float32
-    assert 0.0 <= y.min() and y.max() <= 1.0
+    assert y.min() == 0.0 and y.max() > 1.0  # the brightest 5 % map above 1, not clipped
     np.testing.assert_allclose(np.median(y.reshape(-1, 3), axis=0), TARGET_MEDIAN, atol=2e-3)
-    # Exact inverse for every pixel inside the stretched range.
-    inside = img <= st.pedestal + st.scale
-    back = st.inverse(y)
-    np.testing.assert_allclose(back[inside], img[inside], rtol=2e-5, atol=1e-7)
+    # The inverse is exact for every pixel, above the quantile too, and for values
+    # outside the data (a model may dip below the pedestal or rise above the maximum).
+    np.testing.assert_allclose(st.inverse(y), img, rtol=2e-5, atol=1e-7)
+    beyond = np.concatenate([st.pedestal - 0.05, st.pedestal + 3 * st.scale]).reshape(2, 1, 3)
+    beyond = np.broadcast_to(beyond, (2, 1, 3)).astype(np.float32)
+    np.testing.assert_allclose(st.inverse(st.forward(beyond)), beyond, rtol=1e-5)
+    # Monotonic everywhere.
+    ramp = np.linspace(-0.1, 1.0, 2000, dtype=np.float32)[:, None, None].repeat(3, -1)
+    assert (np.diff(st.forward(ramp), axis=0) > 0).all()
 
 
 def test_stretch_rejects_constant_channel():
@@ -55,7 +60,10 @@ class _nowarn:
 def test_auto_factor_and_threshold():
     assert auto_factor((4000, 6000)) == 62  # 6000 / 96
     assert auto_factor((100, 50)) == 1
+    # Values above 1 (brighter than the quantile) count as 1: the default masks nothing.
     m = threshold_mask(np.array([[0.0, 0.5, np.nan, 1.2]]), 0.001, 1.0)
+    np.testing.assert_array_equal(m, [[0, 1, 0, 1]])
+    m = threshold_mask(np.array([[0.0, 0.5, np.nan, 1.2]]), 0.001, 0.7)
     np.testing.assert_array_equal(m, [[0, 1, 0, 0]])
 
 
