@@ -40,7 +40,16 @@ def _unpack(data: Any, unit: Any = None) -> CCDData:
         if unit_ is None:
             warnings.warn("data have no unit; assuming dimensionless", AstropyUserWarning, stacklevel=3)
             unit_ = u.dimensionless_unscaled
-        return CCDData(np.asarray(data.data), unit=unit_, mask=data.mask, uncertainty=data.uncertainty,
+        arr = np.asarray(data.data)
+        mask = data.mask
+        if mask is not None and np.shape(mask) != arr.shape:
+            # A (H, W) mask of a (C, H, W) cube holds for every channel.
+            try:
+                mask = np.broadcast_to(np.asarray(mask, dtype=bool), arr.shape).copy()
+            except ValueError as exc:
+                raise ValueError(f"mask shape {np.shape(mask)} does not match data shape "
+                                 f"{arr.shape}") from exc
+        return CCDData(arr, unit=unit_, mask=mask, uncertainty=data.uncertainty,
                        wcs=data.wcs, meta=data.meta, flags=getattr(data, "flags", None), copy=False)
     if isinstance(data, u.Quantity):
         if given is not None and given != data.unit:

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import glob
+import contextlib
+import os
+import signal
 import sys
 import time
 import traceback
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import io as bio
 from ._version import __version__
-from .config import ProgressEvent
-from .io.atomic import atomic_output
+from .batch import Job, is_own_output, output_paths, plan_batch
+from .config import ParameterError, ProgressEvent
+from .io.atomic import remove_stale_parts
 from .options import add_engine_options, config_from_args
 from .progress import TqdmProgress
 from .provenance import history_line, keywords
@@ -24,7 +26,11 @@ from .sampling import missing_pixels
 
 __all__ = ["main", "build_parser", "config_from_args", "output_paths"]
 
-EXIT_OK, EXIT_FAILED = 0, 2
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 2, 130, 143
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that every temporary file is removed."""
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bgopt",
@@ -60,37 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _split_name(path: Path) -> tuple[str, str]:
-    name = path.name
-    lower = name.lower()
-    for ext in (".fits.fz", ".fit.fz", ".fts.fz"):
-        if lower.endswith(ext):
-            return name[: -len(ext)], name[-len(ext):-3]
-    if lower.endswith(".fz"):
-        return name[:-3], ".fits"
-    return path.stem, path.suffix
-
-
-def output_paths(src: Path, out_dir: Path, fmt: str = "same") -> tuple[Path, Path]:
-    """``<stem>_bgSubtracted<ext>`` and ``<stem>_bgModel<ext>`` in ``out_dir``.
-
-    Examples
-    --------
-    >>> [p.name for p in output_paths(Path("m31.fit"), Path("."))]
-    ['m31_bgSubtracted.fit', 'm31_bgModel.fit']
-    >>> output_paths(Path("a.fits.fz"), Path("."))[0].name
-    'a_bgSubtracted.fits'
-    >>> output_paths(Path("a.fits"), Path("."), "xisf")[0].name
-    'a_bgSubtracted.xisf'
-    """
-    stem, ext = _split_name(src)
-    if fmt == "fits" and ext.lower() not in (".fit", ".fits", ".fts"):
-        ext = ".fits"
-    elif fmt == "xisf":
-        ext = ".xisf"
-    return out_dir / f"{stem}_bgSubtracted{ext}", out_dir / f"{stem}_bgModel{ext}"
-
-
 class _Reporter:
     """Console output: tqdm bars for the fit and the evaluation, summaries, errors."""
 
@@ -98,13 +73,22 @@ class _Reporter:
         self.quiet, self.verbose = quiet, verbose
         self.bars = TqdmProgress()
 
+    def _out(self, text: str) -> None:
+        # A closed or broken stdout (``| head``) must never turn finished work into a
+        # failure: from then on, standard output is dropped.
+        try:
+            print(text, flush=True)
+        except (OSError, ValueError):
+            _silence_stdout()
+            self.quiet, self.verbose = True, False
+
     def info(self, text: str) -> None:
         if not self.quiet:
-            print(text, flush=True)
+            self._out(text)
 
     def detail(self, text: str) -> None:
         if self.verbose:
-            print(text, flush=True)
+            self._out(text)
 
     def error(self, text: str) -> None:
         self.close()
@@ -115,7 +99,15 @@ class _Reporter:
 
     def progress(self, ev: ProgressEvent) -> None:
         if not self.quiet:
-            self.bars(ev)
+            with contextlib.suppress(OSError, ValueError):
+                self.bars(ev)
+
+
+def _silence_stdout() -> None:
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _stats(label: str, arr: np.ndarray) -> str:
@@ -128,24 +120,6 @@ def _stats(label: str, arr: np.ndarray) -> str:
     return f"  [{label:12s}] min / median / max = {fmt(lo)} / {fmt(med)} / {fmt(hi)}"
 
 
-@dataclass
-class _Job:
-    src: Path
-    out: Path
-    model: Path
-
-
-def _expand(inputs: list[str]) -> list[Path]:
-    paths: list[Path] = []
-    for item in inputs:
-        if any(ch in item for ch in "*?["):
-            matches = sorted(glob.glob(item))
-            paths.extend(Path(m) for m in matches) if matches else paths.append(Path(item))
-        else:
-            paths.append(Path(item))
-    return paths
-
-
 def _read_mask(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     mask = bio.read_image(path).data
     if mask.shape[:2] != shape[:2]:
@@ -156,12 +130,8 @@ def _read_mask(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     return mask
 
 
-def _write_png(target: Path, overwrite: bool, plot, *data) -> None:
-    with atomic_output(target, overwrite) as tmp:
-        plot(tmp, *data)
-
-
-def _process(job: _Job, args, rep: _Reporter) -> None:
+def _process(job: Job, args, rep: _Reporter) -> None:
+    """Read, fit and write one file; its outputs appear together or not at all."""
     from .engine import fit_background, prepare
 
     t0 = time.perf_counter()
@@ -177,17 +147,13 @@ def _process(job: _Job, args, rep: _Reporter) -> None:
         rep.detail(_stats("Delinearized", prep.stretch.forward(
             np.where(missing_pixels(prep.data), np.float32(np.nan), prep.data))))
         rep.detail(_stats("Downscaled", prep.working))
-        stem, _ = _split_name(job.src)
-        target = Path(args.output_dir) / f"{stem}_preview.png"
-        if target.exists() and not args.overwrite:
-            raise bio.ImageIOError(target, "output exists (use --overwrite to replace it)")
-        _write_png(target, args.overwrite, plots.plot_preview, prep.working, prep.weights)
+        target = job.targets["preview"]
+        with bio.OutputSet(args.overwrite) as out:
+            plots.plot_preview(out.reserve(target), prep.working, prep.weights)
+            out.commit()
         rep.info(f"{job.src} -> {target} (preview, factor {prep.factor}, "
                  f"{int(prep.usable.sum())}/{prep.usable.size} working pixels used)")
         return
-    for target in (job.out, job.model):
-        if target.exists() and not args.overwrite and not (target == job.model and args.no_model):
-            raise bio.ImageIOError(target, "output exists (use --overwrite to replace it)")
     res = fit_background(image.data, mask, config)
     rep.close()
     if args.verbose:
@@ -200,34 +166,41 @@ def _process(job: _Job, args, rep: _Reporter) -> None:
     hist = history_line(res.config, res.downscaling_factor)
     codec = args.codec or ("lz4hc" if args.compress else None)
     t1 = time.perf_counter()
-    clipped = bio.write_image(job.out, image, res.corrected, cards=cards, history=hist,
-                              overwrite=args.overwrite, codec=codec)
-    if not args.no_model:
-        bio.write_image(job.model, image, res.background, cards=cards + [
-            ("BGO_KIND", "model", "this file is the bgopt background model")], history=hist,
-            overwrite=args.overwrite, codec=codec)
-    t_write = time.perf_counter() - t1
-    if args.plots:
-        from . import plots
+    targets = job.targets
+    with bio.OutputSet(args.overwrite) as out:
+        bio.write_image(targets["corrected"], image, res.corrected, cards=cards, history=hist,
+                        codec=codec, into=out.reserve(targets["corrected"]))
+        if "model" in targets:
+            bio.write_image(targets["model"], image, res.background, cards=cards + [
+                ("BGO_KIND", "model", "this file is the bgopt background model")], history=hist,
+                codec=codec, into=out.reserve(targets["model"]))
+        if "before_after" in targets:
+            from . import plots
 
-        stem = job.out.name[: -len(job.out.suffix)]
-        _write_png(job.out.with_name(stem + "_before_after.png"), args.overwrite,
-                   plots.plot_before_after, image.data, res.corrected)
-        _write_png(job.model.with_name(job.model.name[: -len(job.model.suffix)] + ".png"),
-                   args.overwrite, plots.plot_model, res.background, res.control_points)
-        _write_png(job.out.with_name(stem + "_loss.png"), args.overwrite, plots.plot_loss,
-                   res.loss_history)
+            plots.plot_before_after(out.reserve(targets["before_after"]), image.data, res.corrected)
+            plots.plot_model(out.reserve(targets["model_png"]), res.background, res.control_points)
+            plots.plot_loss(out.reserve(targets["loss"]), res.loss_history)
+        out.commit()
+    t_write = time.perf_counter() - t1
     oor = res.out_of_range
     notes = []
     if oor["below"] or oor["above"]:
         notes.append(f"{oor['below']} px below 0, {oor['above']} above the input max")
-    if clipped:
-        notes.append(f"{clipped} values clipped to [0, 1] for XISF")
     total = time.perf_counter() - t0
-    rep.info(f"{job.src} -> {job.out} (factor {res.downscaling_factor}, {res.epochs_run} epochs, "
+    rep.info(f"{job.src} -> {targets['corrected']} (factor {res.downscaling_factor}, "
+             f"{res.epochs_run} epochs, "
              f"read {t_read:.1f}s fit {res.timings['fit']:.1f}s eval {res.timings['evaluate']:.1f}s "
              f"write {t_write:.1f}s total {total:.1f}s"
              + (f"; {'; '.join(notes)}" if notes else "") + ")")
+
+
+def _option_name(parser: argparse.ArgumentParser, field: str) -> str:
+    """How the command line spells the option of a Config field (``--pedestal``)."""
+    for action in parser._actions:  # noqa: SLF001 - argparse has no public lookup
+        if action.dest == field and action.option_strings:
+            longs = [o for o in action.option_strings if o.startswith("--")]
+            return (longs or action.option_strings)[0]
+    return field
 
 
 def run(argv: list[str]) -> int:
@@ -236,35 +209,49 @@ def run(argv: list[str]) -> int:
     rep = _Reporter(args.quiet, args.verbose)
     try:
         config_from_args(args)
-    except ValueError as exc:
-        parser.error(str(exc))
-    out_dir = Path(args.output_dir)
-    if not out_dir.is_dir():
-        rep.error(f"{out_dir}: output directory does not exist")
+    except ParameterError as exc:
+        rep.error(f"{_option_name(parser, exc.name)}: {exc.problem}")
         return EXIT_FAILED
-    if args.mask and not Path(args.mask).exists():
-        rep.error(f"{args.mask}: mask file not found")
+    try:
+        out_dir = bio.check_output_dir(args.output_dir)
+        if args.mask:
+            bio.check_regular_file(args.mask)
+    except bio.ImageIOError as exc:
+        message = str(exc) if not args.mask or exc.path != args.mask else f"{args.mask}: mask: {exc.problem}"
+        rep.error(message)
         return EXIT_FAILED
-    failures: list[str] = []
-    paths = _expand(args.inputs)
-    for src in paths:
-        try:
-            bio.format_of(src)
-            out, model = output_paths(src, out_dir, args.format)
-            _process(_Job(src, out, model), args, rep)
-        except (ValueError, OSError) as exc:
-            message = str(exc) if isinstance(exc, bio.ImageIOError) else f"{src}: {exc}"
-            rep.error(message)
-            if args.verbose:
-                traceback.print_exc()
-            failures.append(str(src))
-        except KeyboardInterrupt:
-            rep.error("interrupted")
-            return 130
-    if len(paths) > 1 and not args.quiet:
-        print(f"bgopt: {len(paths) - len(failures)} of {len(paths)} files done"
-              + (f"; failed: {', '.join(failures)}" if failures else ""), flush=True)
+    remove_stale_parts(out_dir, owns=is_own_output)
+    plan = plan_batch(args.inputs, out_dir, args.format, model=not args.no_model,
+                      plots=args.plots, preview=args.preview, overwrite=args.overwrite)
+    for note in plan.notes:
+        rep.info(f"bgopt: {note}")
+    failures = [src for src, _ in plan.refused]
+    for _, message in plan.refused:
+        rep.error(message)
+    try:
+        for job in plan.jobs:
+            try:
+                _process(job, args, rep)
+            except (ValueError, OSError) as exc:
+                rep.error(str(exc) if isinstance(exc, bio.ImageIOError) else f"{job.src}: {exc}")
+                if args.verbose:
+                    traceback.print_exc()
+                failures.append(str(job.src))
+    except KeyboardInterrupt:
+        rep.error("interrupted; unfinished outputs removed")
+        return EXIT_INTERRUPTED
+    except Terminated:
+        rep.error("terminated; unfinished outputs removed")
+        return EXIT_TERMINATED
+    total = len(plan.jobs) + len(plan.refused)
+    if total > 1:
+        rep.info(f"bgopt: {total - len(failures)} of {total} files done"
+                 + (f"; failed: {', '.join(failures)}" if failures else ""))
     return EXIT_FAILED if failures else EXIT_OK
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,12 +263,18 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(argv[1:])
     original = warnings.formatwarning
     warnings.formatwarning = lambda m, c, *a, **k: f"bgopt: warning: {m}\n"
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             return run(argv)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         warnings.formatwarning = original
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            _silence_stdout()
 
 
 if __name__ == "__main__":  # pragma: no cover

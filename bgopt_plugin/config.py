@@ -7,11 +7,12 @@ Every front end (Python API, CLI, astropy API, Siril script) maps its options on
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Union
 
-__all__ = ["Config", "ProgressEvent", "PARAMETER_HELP"]
+__all__ = ["Config", "ProgressEvent", "PARAMETER_HELP", "ParameterError"]
 
 DownscalingFactor = Union[int, Literal["auto"]]
 
@@ -66,9 +67,39 @@ PARAMETER_HELP: dict[str, str] = {
 }
 
 
-def _check(cond: bool, message: str) -> None:
+class ParameterError(ValueError):
+    """An invalid parameter value; ``name`` is the Config field, ``problem`` the reason.
+
+    ``str(error)`` is ``"<name> <problem>"``; front ends print the option as they spell
+    it (``--pedestal: must be a finite number``).
+    """
+
+    def __init__(self, name: str, problem: str):
+        self.name, self.problem = name, problem
+        super().__init__(f"{name} {problem}")
+
+
+def _check(cond: bool, name: str, problem: str) -> None:
     if not cond:
-        raise ValueError(message)
+        raise ParameterError(name, problem)
+
+
+def _finite(name: str, value: Any, low: float | None = None, high: float | None = None,
+            low_open: bool = False) -> float:
+    """``value`` as a finite float within the bounds, else ParameterError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ParameterError(name, f"must be a number, got {value!r}")
+    x = float(value)
+    if not math.isfinite(x):
+        raise ParameterError(name, f"must be a finite number, got {value!r}")
+    if low is not None and (x <= low if low_open else x < low):
+        bound = f"> {low:g}" if low_open else f">= {low:g}"
+        if high is not None:
+            bound = f"in {'(' if low_open else '['}{low:g}, {high:g}]"
+        raise ParameterError(name, f"must be {bound}, got {value!r}")
+    if high is not None and x > high:
+        raise ParameterError(name, f"must be in {'(' if low_open else '['}{low:g}, {high:g}], got {value!r}")
+    return x
 
 
 @dataclass
@@ -143,7 +174,7 @@ class Config:
     >>> Config(order=7)
     Traceback (most recent call last):
     ...
-    ValueError: order must be 1, 2, 3 or 4, got 7
+    bgopt_plugin.config.ParameterError: order must be 1, 2, 3 or 4, got 7
     """
 
     downscaling_factor: DownscalingFactor = "auto"
@@ -174,47 +205,44 @@ class Config:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the first invalid parameter."""
+        """Raise :class:`ParameterError` naming the first invalid parameter."""
         dx = self.downscaling_factor
-        if isinstance(dx, str):
-            _check(dx == "auto", f"downscaling_factor must be a positive integer or 'auto', got {dx!r}")
-        else:
-            _check(
-                isinstance(dx, int) and not isinstance(dx, bool) and dx >= 1,
-                f"downscaling_factor must be a positive integer or 'auto', got {dx!r}",
-            )
-        _check(self.downscaling_func in ("median", "mean"),
-               f"downscaling_func must be 'median' or 'mean', got {self.downscaling_func!r}")
-        _check(0.5 <= float(self.delinearization_quantile) <= 1.0,
-               f"delinearization_quantile must be in [0.5, 1], got {self.delinearization_quantile!r}")
-        _check(_is_int(self.n_control_points) and self.n_control_points >= 3,
-               f"n_control_points must be an integer >= 3, got {self.n_control_points!r}")
-        _check(self.order in (1, 2, 3, 4), f"order must be 1, 2, 3 or 4, got {self.order!r}")
-        _check(float(self.threshold_min) < float(self.threshold_max),
-               f"threshold_min ({self.threshold_min}) must be below threshold_max ({self.threshold_max})")
-        _check(self.initializer in ("random", "grid"),
-               f"initializer must be 'random' or 'grid', got {self.initializer!r}")
-        _check(_is_int(self.epochs) and self.epochs >= 0,
-               f"epochs must be an integer >= 0, got {self.epochs!r}")
-        _check(float(self.alpha) >= 0, f"alpha must be >= 0, got {self.alpha!r}")
-        _check(float(self.learning_rate) > 0, f"learning_rate must be > 0, got {self.learning_rate!r}")
-        _check(self.correction in ("subtract", "divide"),
-               f"correction must be 'subtract' or 'divide', got {self.correction!r}")
+        _check(dx == "auto" if isinstance(dx, str) else _is_int(dx) and dx >= 1,
+               "downscaling_factor", f"must be a positive integer or 'auto', got {dx!r}")
+        _check(self.downscaling_func in ("median", "mean"), "downscaling_func",
+               f"must be 'median' or 'mean', got {self.downscaling_func!r}")
+        _finite("delinearization_quantile", self.delinearization_quantile, 0.5, 1.0)
+        _check(_is_int(self.n_control_points) and self.n_control_points >= 3, "n_control_points",
+               f"must be an integer >= 3, got {self.n_control_points!r}")
+        _check(self.order in (1, 2, 3, 4) and not isinstance(self.order, bool), "order",
+               f"must be 1, 2, 3 or 4, got {self.order!r}")
+        tmin = _finite("threshold_min", self.threshold_min)
+        tmax = _finite("threshold_max", self.threshold_max)
+        _check(tmin < tmax, "threshold_min", f"must be below threshold_max ({tmax:g}), got {tmin:g}")
+        _check(self.initializer in ("random", "grid"), "initializer",
+               f"must be 'random' or 'grid', got {self.initializer!r}")
+        _check(_is_int(self.epochs) and self.epochs >= 0, "epochs",
+               f"must be an integer >= 0, got {self.epochs!r}")
+        _finite("alpha", self.alpha, 0.0)
+        _finite("learning_rate", self.learning_rate, 0.0, low_open=True)
+        _check(self.correction in ("subtract", "divide"), "correction",
+               f"must be 'subtract' or 'divide', got {self.correction!r}")
         if isinstance(self.pedestal, str):
-            _check(self.pedestal in ("median", "none"),
-                   f"pedestal must be 'median', 'none' or a number, got {self.pedestal!r}")
+            _check(self.pedestal in ("median", "none"), "pedestal",
+                   f"must be 'median', 'none' or a number, got {self.pedestal!r}")
         else:
-            _check(isinstance(self.pedestal, (int, float)) and not isinstance(self.pedestal, bool),
-                   f"pedestal must be 'median', 'none' or a number, got {self.pedestal!r}")
-        _check(float(self.protect_sigma) > 0, f"protect_sigma must be > 0, got {self.protect_sigma!r}")
-        _check(_is_int(self.protect_grow) and self.protect_grow >= 0,
-               f"protect_grow must be an integer >= 0, got {self.protect_grow!r}")
-        _check(float(self.smoothing) >= 0, f"smoothing must be >= 0, got {self.smoothing!r}")
-        _check(float(self.regularization) >= 0, f"regularization must be >= 0, got {self.regularization!r}")
-        _check(self.init_solve in ("interpolate", "lstsq"),
-               f"init_solve must be 'interpolate' or 'lstsq', got {self.init_solve!r}")
-        _check(self.seed is None or _is_int(self.seed), f"seed must be an integer or None, got {self.seed!r}")
-        _check(self.progress is None or callable(self.progress), "progress must be callable or None")
+            _finite("pedestal", self.pedestal)
+        _check(isinstance(self.protect, bool), "protect", f"must be True or False, got {self.protect!r}")
+        _finite("protect_sigma", self.protect_sigma, 0.0, low_open=True)
+        _check(_is_int(self.protect_grow) and self.protect_grow >= 0, "protect_grow",
+               f"must be an integer >= 0, got {self.protect_grow!r}")
+        _finite("smoothing", self.smoothing, 0.0)
+        _finite("regularization", self.regularization, 0.0)
+        _check(self.init_solve in ("interpolate", "lstsq"), "init_solve",
+               f"must be 'interpolate' or 'lstsq', got {self.init_solve!r}")
+        _check(self.seed is None or (_is_int(self.seed) and self.seed >= 0), "seed",
+               f"must be a non-negative integer or None, got {self.seed!r}")
+        _check(self.progress is None or callable(self.progress), "progress", "must be callable or None")
 
     @classmethod
     def from_options(cls, **options: Any) -> Config:

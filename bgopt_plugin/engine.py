@@ -152,6 +152,27 @@ def _as_channels_last(image: Any) -> tuple[np.ndarray, bool]:
     return arr, squeeze
 
 
+def _unmask(image: Any, mask: Any) -> tuple[Any, Any]:
+    """Fold numpy masked arrays into plain data and weights (masked, True = bad -> 0)."""
+    if np.ma.isMaskedArray(mask):
+        mask = np.ma.filled(mask.astype(np.float32), 0.0)
+    if not np.ma.isMaskedArray(image):
+        return image, mask
+    keep = (~np.ma.getmaskarray(image)).astype(np.float32)
+    image = np.ma.getdata(image)
+    if mask is None:
+        return image, keep
+    weights = np.asarray(mask, dtype=np.float32)
+    if weights.ndim == 2 and keep.ndim == 3:
+        weights = weights[..., None]
+    elif keep.ndim == 2 and weights.ndim == 3:
+        keep = keep[..., None]
+    try:
+        return image, weights * keep
+    except ValueError as exc:
+        raise ValueError(f"mask shape {np.shape(mask)} does not match image shape {np.shape(image)}") from exc
+
+
 def _as_weights(mask: Any, shape: tuple[int, int, int]) -> np.ndarray | None:
     if mask is None:
         return None
@@ -265,7 +286,8 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None,
         Linear data of any real dtype (integers are used as they are, not rescaled).
         Zero, NaN and Inf pixels are treated as missing.
     mask : array_like, optional
-        Weights in [0, 1], (H, W) or (H, W, C): 1 = use, 0 = ignore.
+        Weights in [0, 1], (H, W) or (H, W, C): 1 = use, 0 = ignore. A numpy masked
+        array's own mask (True = bad) is honoured as well, in either argument.
     config : Config, optional
         Parameters; keyword ``options`` override its fields.
     **options
@@ -297,6 +319,7 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None,
         config = Config.from_options(**{**config.to_dict(), "progress": config.progress, **options})
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
+    image, mask = _unmask(image, mask)
     arr, squeeze = _as_channels_last(image)
     h, w, n_chan = arr.shape
     _emit(config, "prepare", message="stretching and downscaling")

@@ -161,8 +161,8 @@ def test_unwritable_output_dir(tmp_path, capsys):
     assert main([str(src), "-o", target, *FAST]) == 2
     err = capsys.readouterr().err
     assert "not writable" in err and len(err.strip().splitlines()) == 1
-    assert main([str(src), "-o", str(tmp_path / "nope"), *FAST]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert main([str(src), "-o", str(tmp_path / "new" / "dir"), *FAST]) == 0  # created, as mkdir -p
+    assert (tmp_path / "new" / "dir" / "w_bgSubtracted.fits").is_file()
 
 
 def test_batch_continues_past_a_bad_file(tmp_path, capsys):

@@ -196,7 +196,8 @@ def test_xisf_compression(tmp_path, codec):
 def test_xisf_clips_to_declared_bounds(tmp_path):
     data = np.array([[-0.1, 0.5], [1.5, 0.2]], np.float32)[..., None]
     img = bio.Image(data=data, format="xisf")
-    clipped = bio.write_image(tmp_path / "c.xisf", img)
+    with pytest.warns(UserWarning, match=r"c\.xisf: 2 values outside \[0, 1\] clipped"):
+        clipped = bio.write_image(tmp_path / "c.xisf", img)
     assert clipped == 2
     np.testing.assert_array_equal(bio.read_image(tmp_path / "c.xisf").data[..., 0],
                                   np.array([[0.0, 0.5], [1.0, 0.2]], np.float32))
@@ -231,9 +232,47 @@ def test_keyword_conversion_round_trip():
     assert [(c.keyword, c.value) for c in back.cards] == [(c.keyword, c.value) for c in h.cards]
 
 
+def _damaged_fits(folder):
+    """Damaged files and the one problem each must be reported as."""
+    data = np.random.default_rng(0).uniform(0.1, 0.2, (3, 64, 96)).astype(np.float32)
+    fits.PrimaryHDU(data).writeto(folder / "good.fits")
+    raw = (folder / "good.fits").read_bytes()
+    ints = np.arange(64 * 96, dtype=np.int16).reshape(64, 96)
+    fits.PrimaryHDU(ints).writeto(folder / "int.fits")
+    irow = (folder / "int.fits").read_bytes()
+    fits.CompImageHDU(data[0]).writeto(folder / "comp.fits.fz")
+    comp = bytearray((folder / "comp.fits.fz").read_bytes())
+    comp[-4000:-3000] = b"\x00" * 1000
+    hdu = fits.PrimaryHDU(ints)
+    hdu.header["BSCALE"] = "abc"
+    hdu.writeto(folder / "bscale.fits")
+    cases = {
+        "header_only.fits": (b"SIMPLE  =                    T" + b" " * 50, "header is truncated"),
+        "garbage.fits": (b"\x00\x01garbage" * 100, "not a"),
+        "trunc.fits": (raw[:2880 + 5000], "truncated: the file holds less data"),
+        "no_end.fits": (raw[:2880].replace(b"END     ", b"XND     ") + raw[2880:], "no END card"),
+        "bitpix.fits": (irow.replace(b"BITPIX  =                   16", b"BITPIX  =                   17"),
+                        "unsupported BITPIX 17"),
+        "comp_bad.fits.fz": (bytes(comp), "corrupt compressed data"),
+    }
+    for name, (content, _) in cases.items():
+        (folder / name).write_bytes(content)
+    return {**{name: match for name, (_, match) in cases.items()},
+            "bscale.fits": "unsupported BSCALE/BZERO scaling"}
+
+
+def test_damaged_fits_files_say_what_is_wrong(tmp_path):
+    for name, match in _damaged_fits(tmp_path).items():
+        with pytest.raises(bio.ImageIOError) as info:
+            bio.read_image(tmp_path / name)
+        message = str(info.value)
+        assert message.startswith(str(tmp_path / name) + ": ") and match in message, message
+        assert "ufunc" not in message and "buffer" not in message and "reshape" not in message
+
+
 @pytest.mark.parametrize("content,match", [
-    (b"SIMPLE  =                    T" + b" " * 50, "not a readable FITS"),
-    (b"\x00\x01garbage" * 100, "not a readable FITS"),
+    (b"SIMPLE  =                    T" + b" " * 50, "not a FITS file"),
+    (b"\x00\x01garbage" * 100, "not a readable FITS|not a FITS file"),
 ])
 def test_corrupt_fits(tmp_path, content, match):
     p = tmp_path / "bad.fits"

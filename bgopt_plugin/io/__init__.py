@@ -10,11 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import OutputSet, check_output_dir, check_regular_file
 from .fits import FITS_EXTENSIONS, read_fits, write_fits
 from .image import Image, ImageIOError
 from .xisf import XISF_EXTENSIONS, read_xisf, write_xisf
 
-__all__ = ["Image", "ImageIOError", "read_image", "write_image", "format_of", "SUPPORTED"]
+__all__ = ["Image", "ImageIOError", "read_image", "write_image", "format_of", "SUPPORTED",
+           "OutputSet", "check_output_dir", "check_regular_file"]
 
 SUPPORTED = FITS_EXTENSIONS + XISF_EXTENSIONS
 
@@ -44,8 +46,11 @@ def read_image(path: str | Path) -> Image:
 
 def write_image(path: str | Path, image: Image, data: np.ndarray | None = None, *,
                 cards=(), history: str | None = None, overwrite: bool = False,
-                codec: str | None = None) -> int:
+                codec: str | None = None, into: str | Path | None = None) -> int:
     """Write ``data`` (or ``image.data``) in the format of ``path``, atomically.
+
+    With ``into``, the bytes go to that temporary file instead and the caller renames it
+    (an :class:`OutputSet` writes a whole set of outputs this way).
 
     Returns
     -------
@@ -55,7 +60,7 @@ def write_image(path: str | Path, image: Image, data: np.ndarray | None = None, 
     if format_of(path) == "fits":
         if Path(path).suffix.lower() == ".fz":
             raise ImageIOError(path, "writing tile-compressed .fz is not supported; use .fits")
-        write_fits(path, image, data, cards, history, overwrite)
+        write_fits(path, image, data, cards, history, overwrite, into)
         return 0
-    _, clipped = write_xisf(path, image, data, cards, history, overwrite, codec)
+    _, clipped = write_xisf(path, image, data, cards, history, overwrite, codec, into)
     return clipped

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
 
-from .atomic import atomic_output
+from .atomic import atomic_output, check_regular_file, disk_full, os_reason
 from .image import Image, ImageIOError
 
 __all__ = ["read_fits", "write_fits", "FITS_EXTENSIONS", "integer_scale"]
@@ -55,7 +56,7 @@ def read_fits(path: str | Path) -> Image:
     ImageIOError
         For a missing, unreadable, corrupt or unsupported file.
     """
-    path = Path(path)
+    path = check_regular_file(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyWarning)
@@ -74,7 +75,7 @@ def read_fits(path: str | Path) -> Image:
     except IsADirectoryError as exc:
         raise ImageIOError(path, "is a directory") from exc
     except Exception as exc:  # noqa: BLE001 - astropy raises many types for bad files
-        raise ImageIOError(path, f"not a readable FITS file ({_short(exc)})") from exc
+        raise ImageIOError(path, explain_read_error(exc)) from exc
     scale = integer_scale(dtype)
     if scale != 1.0:
         data /= np.float32(scale)
@@ -115,7 +116,26 @@ def _empty_primary(hdu) -> bool:
     return isinstance(hdu, fits.PrimaryHDU) and hdu.data is None
 
 
-def _short(exc: Exception) -> str:
+def explain_read_error(exc: BaseException) -> str:
+    """What is wrong with a FITS file, from the exception astropy or numpy raised."""
+    text = str(exc).strip()
+    lower = text.lower()
+    if "buffer is too small" in lower or "cannot reshape" in lower:
+        return "truncated: the file holds less data than its header declares"
+    if "decompress" in lower or "compressed byte stream" in lower or re.fullmatch(r"\(-\d+\)", text):
+        return "corrupt compressed data"
+    if "ufunc" in lower or "bscale" in lower or "bzero" in lower:
+        return "unsupported BSCALE/BZERO scaling"
+    if "missing end card" in lower:
+        return "corrupt header (no END card)"
+    if "empty or corrupt" in lower:
+        return "not a FITS file, or its header is truncated"
+    if isinstance(exc, KeyError) and re.fullmatch(r"-?\d+", text.strip("'")):
+        return f"unsupported BITPIX {text.strip(chr(39))}"
+    return f"not a readable FITS file ({_short(exc)})"
+
+
+def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:120]
 
@@ -161,7 +181,7 @@ def _stream(path: Path, header: fits.Header, pixels: np.ndarray, rows: int = 512
 
 def write_fits(path: str | Path, image: Image, data: np.ndarray | None = None,
                cards: list[tuple[str, object, str]] = (), history: str | None = None,
-               overwrite: bool = False) -> Path:
+               overwrite: bool = False, into: str | Path | None = None) -> Path:
     """Write float32 planes (BITPIX -32) with the source header and extra HDUs.
 
     Parameters
@@ -178,6 +198,9 @@ def write_fits(path: str | Path, image: Image, data: np.ndarray | None = None,
         A HISTORY line to add.
     overwrite : bool
         Replace an existing output.
+    into : path, optional
+        Write straight into this (temporary) file instead, which the caller renames
+        onto ``path`` (see :class:`~bgopt_plugin.io.atomic.OutputSet`).
     """
     path = Path(path)
     pixels = np.asarray(image.data if data is None else data)
@@ -202,16 +225,27 @@ def write_fits(path: str | Path, image: Image, data: np.ndarray | None = None,
         header[key] = (value, comment)
     if history:
         header.add_history(history)
+    if into is not None:
+        _write(path, Path(into), header, pixels, extras)
+        return path
     with atomic_output(path, overwrite) as tmp:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", AstropyWarning)
-                _stream(tmp, header, pixels)
-                if extras:
-                    with fits.open(tmp, mode="append") as hdul:
-                        for h in extras:
-                            hdul.append(fits.ImageHDU(h.data, h.header)
-                                        if isinstance(h, fits.PrimaryHDU) else h)
-        except OSError as exc:
-            raise ImageIOError(path, f"cannot write ({exc.strerror or exc})") from exc
+        _write(path, tmp, header, pixels, extras)
     return path
+
+
+def _write(path: Path, tmp: Path, header: fits.Header, pixels: np.ndarray, extras: list) -> None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AstropyWarning)
+            _stream(tmp, header, pixels)
+            if extras:
+                with fits.open(tmp, mode="append") as hdul:
+                    for h in extras:
+                        hdul.append(fits.ImageHDU(h.data, h.header)
+                                    if isinstance(h, fits.PrimaryHDU) else h)
+    except Exception as exc:  # noqa: BLE001 - astropy reports short writes as several types
+        if disk_full(exc):
+            raise ImageIOError(path, "cannot write (no space left on device)") from exc
+        if isinstance(exc, OSError):
+            raise ImageIOError(path, f"cannot write ({os_reason(exc)})") from exc
+        raise

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_output
+from .atomic import atomic_output, check_regular_file, disk_full, os_reason
 from .fits import integer_scale
 from .image import Image, ImageIOError
 
@@ -53,11 +53,7 @@ def read_xisf(path: str | Path) -> Image:
     """
     from xisf import XISF
 
-    path = Path(path)
-    if not path.exists():
-        raise ImageIOError(path, "file not found")
-    if path.is_dir():
-        raise ImageIOError(path, "is a directory")
+    path = check_regular_file(path)
     try:
         x = XISF(str(path))
         metas = x.get_images_metadata()
@@ -100,7 +96,8 @@ def _writable_properties(props: dict) -> tuple[dict, list[str]]:
 
 def write_xisf(path: str | Path, image: Image, data: np.ndarray | None = None,
                cards: list[tuple[str, object, str]] = (), history: str | None = None,
-               overwrite: bool = False, codec: str | None = None) -> tuple[Path, int]:
+               overwrite: bool = False, codec: str | None = None,
+               into: str | Path | None = None) -> tuple[Path, int]:
     """Write float32 XISF with the source keywords and properties.
 
     Values are clipped to [0, 1], the bounds the package declares for float data.
@@ -119,6 +116,8 @@ def write_xisf(path: str | Path, image: Image, data: np.ndarray | None = None,
     overwrite : bool
     codec : {None, "lz4hc", "zstd"}
         Compression, with byte shuffling.
+    into : path, optional
+        Write straight into this (temporary) file, which the caller renames onto ``path``.
 
     Returns
     -------
@@ -163,12 +162,22 @@ def write_xisf(path: str | Path, image: Image, data: np.ndarray | None = None,
                       UserWarning, stacklevel=2)
     file_meta = {k: v for k, v in file_meta.items() if not k.startswith("XISF:")}
     image_meta = {"FITSKeywords": keywords, "XISFProperties": props}
-    with atomic_output(path, overwrite) as tmp:
+    def write(tmp: Path) -> None:
         try:
             XISF.write(str(tmp), pixels, creator_app=_creator(), image_metadata=image_meta,
                        xisf_metadata=file_meta, codec=codec, shuffle=codec is not None)
         except OSError as exc:
-            raise ImageIOError(path, f"cannot write ({exc.strerror or exc})") from exc
+            reason = "no space left on device" if disk_full(exc) else os_reason(exc)
+            raise ImageIOError(path, f"cannot write ({reason})") from exc
+
+    if into is not None:
+        write(Path(into))
+    else:
+        with atomic_output(path, overwrite) as tmp:
+            write(tmp)
+    if n_clipped:
+        warnings.warn(f"{path.name}: {n_clipped} values outside [0, 1] clipped (XISF float data "
+                      "are declared in [0, 1])", UserWarning, stacklevel=2)
     return path, n_clipped
 
 
