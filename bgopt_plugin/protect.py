@@ -19,7 +19,7 @@ from scipy import ndimage
 
 from .sampling import grid_points
 from .spline import robust_fit
-from .stats import robust_sigma
+from .stats import pixel_noise, robust_sigma
 
 __all__ = ["ObjectMask", "object_mask", "LEVELS", "SCALES"]
 
@@ -133,8 +133,6 @@ def object_mask(linear: np.ndarray, valid: np.ndarray, weights: np.ndarray, quer
     h, w, n_chan = linear.shape
     y = np.nan_to_num(linear).reshape(-1, n_chan)
     wt0 = weights.reshape(-1, n_chan)
-    from .stats import pixel_noise
-
     noise = pixel_noise(np.where(valid[..., None], linear, np.nan), valid)
 
     def fit(flags: np.ndarray, centers: np.ndarray, smoothing: float = 0.0) -> np.ndarray:

@@ -210,7 +210,6 @@ def robust_fit(centers: np.ndarray, query: np.ndarray, values: np.ndarray, weigh
         the fit, such as masked objects: the sky is never brighter than the image).
         Where the spline exceeds a bound, the bound joins the fit as a value, weight 1.
 
-
     Returns
     -------
     SplineParams
