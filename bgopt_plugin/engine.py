@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .config import Config, ProgressEvent
-from .protect import object_mask
+from .protect import object_mask, smooth_valid
 from .sampling import auto_factor, downscale, initial_points, initial_values, missing_pixels, threshold_mask
 from .spline import SplineParams, evaluate_image, robust_fit, solve
 from .stretch import Stretch, extended_mtf
@@ -192,21 +192,17 @@ def _emit(config: Config, stage: str, step: int = 0, total: int = 0,
         config.progress(ProgressEvent(stage, step, total, loss, message))
 
 
-def _ceiling(linear: np.ndarray, protected: np.ndarray, query: np.ndarray):
+def _ceiling(linear: np.ndarray, protected: np.ndarray, query: np.ndarray, noise: np.ndarray):
     """Upper bounds for the model on protected pixels: the lightly smoothed image plus
-    two noise sigmas (the sky is never brighter than the image)."""
-    from scipy import ndimage
+    two noise sigmas of that smoothed image (the sky is never brighter than the image).
 
-    from .stats import pixel_noise
-
+    ``noise`` is the per-channel pixel noise of ``linear`` (as object detection measured it).
+    """
     valid = np.isfinite(linear).all(axis=-1)
-    noise = pixel_noise(np.where(valid[..., None], linear, np.nan), valid)
     bound = np.empty_like(linear, dtype=np.float64)
-    weight = ndimage.gaussian_filter(valid.astype(np.float64), CEILING_SCALE, mode="nearest")
     for c in range(linear.shape[-1]):
-        num = ndimage.gaussian_filter(np.where(valid, linear[..., c], 0.0), CEILING_SCALE, mode="nearest")
-        # noise of the smoothed image, plus two of those sigmas
-        bound[..., c] = num / np.maximum(weight, 1e-3) + 2.0 * noise[c] / (2 * np.sqrt(np.pi) * CEILING_SCALE)
+        bound[..., c] = (smooth_valid(linear[..., c], valid, CEILING_SCALE, truncate=4.0)
+                         + 2.0 * noise[c] / (2 * np.sqrt(np.pi) * CEILING_SCALE))
     where = (protected & valid).reshape(-1)
     return query[where], bound.reshape(-1, linear.shape[-1])[where]
 
@@ -339,6 +335,7 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None,
                      axis=-1).reshape(-1, 2)
     linear = stretch.unstretch(working)       # normalised linear units, NaN where no data
     protected = np.zeros((hw_, ww_), dtype=bool)
+    found = None
     info: dict[str, Any] = {}
     if config.protect:
         _emit(config, "protect", 0, 1, message="finding objects")
@@ -363,7 +360,7 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None,
     points = initial_points(config.n_control_points, extent, config.initializer, rng).astype(np.float64)
     wt = weights.reshape(-1, n_chan)
     y_lin = np.nan_to_num(linear).reshape(-1, n_chan)
-    ceiling = _ceiling(linear, protected, q_all) if protected.any() else None
+    ceiling = _ceiling(linear, protected, q_all, found.noise) if protected.any() else None
     if config.init_solve == "lstsq":
         sel = wt.max(axis=1) > 0
         init = robust_fit(points, q_all[sel], y_lin[sel], wt[sel], config.order,

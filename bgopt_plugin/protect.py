@@ -21,7 +21,7 @@ from .sampling import grid_points
 from .spline import robust_fit
 from .stats import pixel_noise, robust_sigma
 
-__all__ = ["ObjectMask", "object_mask", "LEVELS", "SCALES"]
+__all__ = ["ObjectMask", "object_mask", "smooth_valid", "LEVELS", "SCALES"]
 
 #: Grid cells along the long side of the detection fits, stiff to flexible.
 LEVELS = (3, 4, 5)
@@ -49,18 +49,24 @@ class ObjectMask:
     ----------
     flags : ndarray (h, w) bool
         Working pixels that belong to objects.
+    noise : ndarray (C,)
+        Pixel noise of the linear working image per channel, as measured for detection.
     cleared : int
         Flagged regions returned to the sky by the final check.
     """
 
     flags: np.ndarray
+    noise: np.ndarray
     cleared: int = 0
 
 
-def _smooth(z: np.ndarray, valid: np.ndarray, scale: float) -> np.ndarray:
-    """Gaussian mean of ``z`` over valid pixels only (normalised convolution)."""
-    num = ndimage.gaussian_filter(np.where(valid, z, 0.0), scale, mode="nearest", truncate=3.0)
-    den = ndimage.gaussian_filter(valid.astype(np.float64), scale, mode="nearest", truncate=3.0)
+def smooth_valid(z: np.ndarray, valid: np.ndarray, scale: float, truncate: float = 3.0) -> np.ndarray:
+    """Gaussian mean of ``z`` (h, w) over valid pixels only (normalised convolution).
+
+    The kernel is cut at ``truncate`` sigmas; 0 where no valid pixel is within reach.
+    """
+    num = ndimage.gaussian_filter(np.where(valid, z, 0.0), scale, mode="nearest", truncate=truncate)
+    den = ndimage.gaussian_filter(valid.astype(np.float64), scale, mode="nearest", truncate=truncate)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 1e-3, num / np.maximum(den, 1e-3), 0.0)
 
@@ -82,7 +88,7 @@ def _detect(z: np.ndarray, valid: np.ndarray, reference: np.ndarray, seed_sigma:
     dev = np.full(z.shape, -np.inf)
     amplitude = np.full(z.shape, -np.inf)
     for s in SCALES:
-        mean = _smooth(z, valid, s)
+        mean = smooth_valid(z, valid, s)
         t = mean * (2 * np.sqrt(np.pi) * s)  # unit variance for white noise
         ref = t[reference]
         centre = float(np.median(ref)) if ref.size else 0.0
@@ -179,4 +185,4 @@ def object_mask(linear: np.ndarray, valid: np.ndarray, weights: np.ndarray, quer
             lift = float(((lifted - without) / noise).mean(axis=-1)[region].mean() * np.sqrt(n_chan))
             if lift > SKY_SHARE * excess:
                 flags, cleared = trial, cleared + 1
-    return ObjectMask(flags, cleared)
+    return ObjectMask(flags, noise, cleared)
