@@ -50,7 +50,7 @@ SIZES = {  # name: (height, width, channels)
 # --------------------------------------------------------------------------- data
 def make_master(shape: tuple[int, int, int], seed: int = 11):
     """A linear master: coloured light-pollution dome + tilt, a galaxy, stars, noise."""
-    from bgopt_plugin.synthetic import add_stars
+    from bgopt_plugin.data.synthetic import add_stars
 
     h, w, c = shape
     rng = np.random.default_rng(seed)
@@ -92,7 +92,7 @@ def _peak_mb() -> float:
 
 
 def _score(background: np.ndarray, folder: Path, name: str) -> float:
-    from bgopt_plugin.synthetic import residual_score
+    from bgopt_plugin.data.synthetic import residual_score
 
     truth = np.load(folder / f"{name}_truth.npy", mmap_mode="r")
     step = 4  # a regular subsample is plenty for an RMS of a smooth difference
@@ -116,7 +116,7 @@ def child_floor(folder: Path, name: str) -> dict:
 
 def _upsample_error(res) -> float:
     """Largest difference between the evaluated model and the exact spline, / its range."""
-    from bgopt_plugin.engine import evaluation_step
+    from bgopt_plugin.core import evaluation_step
 
     h, w = res.background.shape[:2]
     if evaluation_step((h, w)) == 1:
@@ -134,7 +134,7 @@ def _upsample_error(res) -> float:
 def child_engine(folder: Path, name: str) -> dict:
     import bgopt_plugin as bgopt
     from bgopt_plugin import io as bio
-    from bgopt_plugin._tf import device_name, tf
+    from bgopt_plugin.core._tf import device_name, tf
 
     t = time.perf_counter()
     tf()

@@ -1,6 +1,6 @@
 """Accuracy of bgopt on the synthetic scenes, printed as a table.
 
-Each scene of :data:`bgopt_plugin.synthetic.SCENES` is fitted with the options a user
+Each scene of :data:`bgopt_plugin.data.synthetic.SCENES` is fitted with the options a user
 would set for it (``Scene.options``) and scored on every pixel where the true
 background is known, object pixels included:
 
@@ -38,7 +38,7 @@ def _value(text: str):
 
 def run(names, seeds: int, options: dict) -> list[dict]:
     import bgopt_plugin as bgopt
-    from bgopt_plugin.synthetic import make_scene, score
+    from bgopt_plugin.data.synthetic import make_scene, score
 
     rows = []
     for name in names:
@@ -72,7 +72,7 @@ def _line(r: dict, seeds: int) -> str:
 
 
 def main(argv=None) -> int:
-    from bgopt_plugin.synthetic import SCENES
+    from bgopt_plugin.data.synthetic import SCENES
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scenes", nargs="+", default=list(SCENES), choices=list(SCENES))

@@ -1,7 +1,13 @@
 """bgopt: astrophotography background extraction by spline gradient-descent optimisation.
 
-Import as ``import bgopt_plugin as bgopt``. The core is :func:`fit_background`;
-``subtract``, ``model`` and ``fit`` are the astropy (CCDData) front end.
+Import as ``import bgopt_plugin as bgopt``. The layout is one core, IO adapters and
+three hosts:
+
+- :mod:`bgopt_plugin.core`: the pipeline (:func:`fit_background`), numpy in and out;
+- :mod:`bgopt_plugin.io`: FITS and XISF files to one ``Image`` type, atomic writes,
+  header provenance;
+- hosts: :mod:`bgopt_plugin.cli` (the ``bgopt`` command), :mod:`bgopt_plugin.astropy_api`
+  (``subtract``, ``model``, ``fit`` on CCDData) and ``siril_script/BGOptimizer.py``.
 """
 
 from __future__ import annotations
@@ -9,12 +15,21 @@ from __future__ import annotations
 from typing import Any
 
 from ._version import __version__
-from .config import Config, ProgressEvent
-from .engine import BackgroundModel, BackgroundResult, fit_background
+from .core import (
+    PARAMETERS,
+    BackgroundModel,
+    BackgroundResult,
+    Config,
+    ParameterError,
+    ProgressEvent,
+    fit_background,
+)
 
 __all__ = [
     "__version__",
     "Config",
+    "PARAMETERS",
+    "ParameterError",
     "ProgressEvent",
     "BackgroundModel",
     "BackgroundResult",
@@ -22,13 +37,14 @@ __all__ = [
     "subtract",
     "model",
     "fit",
+    "CCDFit",
 ]
 
 _ASTROPY_API = ("subtract", "model", "fit", "CCDFit")
 
 
 def __getattr__(name: str) -> Any:
-    # The astropy front end is imported on first use so the core stays light.
+    # The astropy host is imported on first use so that the core stays light.
     if name in _ASTROPY_API:
         from . import astropy_api
 

@@ -20,8 +20,13 @@ for example in an .ssf file:
     pyscript BGOptimizer.py -N 32 --seed 1
     save master_bg
 
-Options use the names of the ``bgopt`` command line (-dx -df -dq -N -O -tm -tM -i -e
--a -lr --correction --pedestal --protect/--no-protect --seed), plus --save-model FILE.
+Options are those of the ``bgopt`` command line (-dx -df -dq -N -O -tm -tM -i -e -a -lr
+--correction --pedestal --protect/--no-protect --seed ...), generated from the same
+parameter table, plus --save-model FILE [--overwrite].
+
+Everything but the Siril glue comes from the bgopt package: the pipeline
+(bgopt_plugin.core), the layout and bit-depth conversion, header keywords and atomic
+writing (bgopt_plugin.io), options and the mask overlay (bgopt_plugin.frontend).
 
 Author: bgopt developers
 SPDX-License-Identifier: GPL-3.0-or-later
@@ -30,7 +35,6 @@ SPDX-License-Identifier: GPL-3.0-or-later
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import threading
 import time
@@ -43,7 +47,6 @@ SCRIPT_NAME = "BGOptimizer"
 # Packages the engine needs in Siril's Python (numpy ships with Siril).
 ENGINE_PACKAGES = ["scipy", "tensorflow", "astropy", "xisf"]
 GUI_PACKAGES = ["PyQt6"]
-UINT16_MAX = 65535.0
 
 
 # --------------------------------------------------------------------------- engine
@@ -56,13 +59,15 @@ def locate_engine() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Headless options: the engine options of the ``bgopt`` CLI plus --save-model."""
-    from bgopt_plugin.options import add_engine_options
+    from bgopt_plugin.frontend.options import add_engine_options
 
     p = argparse.ArgumentParser(prog="pyscript BGOptimizer.py", exit_on_error=False,
                                 description="Remove the sky background from the loaded image.")
     add_engine_options(p)
     p.add_argument("--save-model", metavar="FILE",
                    help="also write the background model to this FITS file")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the --save-model file if it exists")
     return p
 
 
@@ -72,7 +77,7 @@ class OptionError(ValueError):
 
 def parse_options(argv: list[str]):
     """Parse headless argv into (Config, namespace); OptionError on bad input, None for --help."""
-    from bgopt_plugin.options import config_from_args
+    from bgopt_plugin.frontend.options import config_from_args, option_name
 
     parser = build_parser()
     if any(a in ("-h", "--help") for a in argv):
@@ -82,8 +87,13 @@ def parse_options(argv: list[str]):
         if extra:
             raise OptionError(f"unrecognized arguments: {' '.join(extra)}")
         return config_from_args(args), args
-    except (argparse.ArgumentError, ValueError) as exc:
+    except OptionError:
+        raise
+    except argparse.ArgumentError as exc:
         raise OptionError(str(exc)) from exc
+    except ValueError as exc:
+        name, problem = getattr(exc, "name", None), getattr(exc, "problem", None)
+        raise OptionError(f"{option_name(name)}: {problem}" if name else str(exc)) from exc
     except SystemExit as exc:  # argparse may still exit on some errors
         raise OptionError("invalid options (see --help)") from exc
 
@@ -91,42 +101,30 @@ def parse_options(argv: list[str]):
 # --------------------------------------------------------------------------- layouts
 def to_engine(pixels: np.ndarray) -> tuple[np.ndarray, dict]:
     """Siril pixels, (H, W) or (C, H, W), float32 or uint16 -> channels-last float32 [0, 1]."""
-    if pixels.dtype == np.uint16:
-        data = pixels.astype(np.float32) / np.float32(UINT16_MAX)
-    elif pixels.dtype == np.float32:
-        data = pixels.astype(np.float32, copy=True)
-    else:
+    from bgopt_plugin.io import planes_to_channels_last
+
+    if pixels.dtype not in (np.float32, np.uint16):
         raise ValueError(f"unexpected pixel type {pixels.dtype} (Siril gives float32 or uint16)")
-    if data.ndim == 3:
-        data = np.moveaxis(data, 0, -1)
-    elif data.ndim != 2:
-        raise ValueError(f"unexpected pixel layout {pixels.shape}")
-    return np.ascontiguousarray(data), {"dtype": pixels.dtype, "ndim": pixels.ndim}
+    data, _ = planes_to_channels_last(pixels)
+    return data, {"dtype": pixels.dtype, "ndim": pixels.ndim}
 
 
 def from_engine(image: np.ndarray, info: dict) -> tuple[np.ndarray, int]:
-    """Engine output back to Siril's layout and bit depth, clipped to [0, 1].
+    """Engine output back to Siril's layout and bit depth, clipped to Siril's [0, 1].
 
     Returns the array and the number of values that were clipped.
     """
-    arr = np.asarray(image, dtype=np.float32)
-    if info["ndim"] == 3:
-        arr = np.moveaxis(arr if arr.ndim == 3 else arr[..., None], -1, 0)
-    elif arr.ndim == 3:
-        arr = arr[..., 0]
-    arr = np.nan_to_num(arr, nan=0.0, posinf=1.0, neginf=0.0)
-    clipped = int(np.count_nonzero((arr < 0) | (arr > 1)))
-    arr = np.clip(arr, 0.0, 1.0)
-    if info["dtype"] == np.uint16:
-        out = np.rint(arr * UINT16_MAX).astype(np.uint16)
-    else:
-        out = arr.astype(np.float32)
-    return np.ascontiguousarray(out), clipped
+    from bgopt_plugin.io import channels_last_to_planes
+
+    return channels_last_to_planes(image, info["ndim"], info["dtype"], clip=True)
 
 
 # --------------------------------------------------------------------------- Siril glue
 class SirilProgress:
-    """Engine progress events -> Siril's progress bar (throttled)."""
+    """Engine progress events -> Siril's progress bar (throttled, one label per stage)."""
+
+    LABELS = {"protect": "bgopt: finding objects", "fit": "bgopt: fitting",
+              "evaluate": "bgopt: full resolution", "correct": "bgopt: correcting"}
 
     def __init__(self, siril, min_interval: float = 0.25):
         self.siril = siril
@@ -136,10 +134,9 @@ class SirilProgress:
 
     def __call__(self, ev) -> None:
         now = time.monotonic()
-        if ev.stage not in ("fit", "protect", "evaluate") or ev.total <= 0:
+        label = self.LABELS.get(ev.stage)
+        if label is None or ev.total <= 0:
             return
-        label = {"fit": "bgopt: fitting", "evaluate": "bgopt: full resolution"}.get(
-            ev.stage, f"bgopt: {ev.message}")
         # Throttled, but a new stage always shows (a fit may end within one interval).
         if label == self._label and now - self._last < self.min_interval and ev.step < ev.total:
             return
@@ -149,32 +146,45 @@ class SirilProgress:
 
 def undo_message(config) -> str:
     """Undo/HISTORY text, at most 70 characters as Siril allows."""
-    text = (f"bgopt: {config.correction} N={config.n_control_points} O={config.order} "
-            f"dq={config.delinearization_quantile} prot={'y' if config.protect else 'n'}")
-    return text[:70]
+    from bgopt_plugin.io.provenance import history_line
+
+    return history_line(config)
 
 
-def record_history(siril, text: str) -> str:
-    """Add a FITS HISTORY line to the loaded image (headless: undo_save_state does not)."""
+def loaded_header(siril):
+    """The loaded image's FITS header as an astropy Header (empty if Siril has none)."""
     from astropy.io import fits
 
-    try:
-        header = siril.get_image_fits_header(return_as="str") or ""
-        hdr = fits.Header.fromstring(header, sep="\n") if header.strip() else fits.Header()
-        hdr.add_history(text)
-        siril.set_image_metadata_from_header_string(hdr.tostring(sep="\n"))
-        return "history"
-    except Exception:  # noqa: BLE001 - older Siril: fall back to a COMMENT card
-        siril.cmd("update_key", "-comment", text)
-        return "comment"
+    # Siril 1.4 ends the string with "END" and a NUL; without the NUL astropy stops at END
+    # (with it, "END\x00" became an invalid card that Siril then warned about).
+    text = (siril.get_image_fits_header(return_as="str") or "").replace("\x00", "")
+    return fits.Header.fromstring(text, sep="\n") if text.strip() else fits.Header()
 
 
-def process(siril, config, save_model: str | None = None):
+def record_history(siril, result) -> None:
+    """Headless: the BGO_* keywords into the loaded image's header, the summary as a COMMENT.
+
+    Siril 1.4.4 keeps the keywords of a header string but drops its HISTORY cards, and
+    ``undo_save_state`` (which writes HISTORY in the GUI) does nothing headless; so the
+    one-line summary goes in with ``update_key -comment``.
+    """
+    from bgopt_plugin.io.provenance import history_line, keywords
+
+    hdr = loaded_header(siril)
+    for key, value, comment in keywords(result.config, result.downscaling_factor,
+                                        result.epochs_run):
+        hdr[key] = (value, comment)
+    siril.set_image_metadata_from_header_string(hdr.tostring(sep="\n", endcard=False,
+                                                             padding=False))
+    siril.cmd("update_key", "-comment", f'"{history_line(result.config, result.downscaling_factor)}"')
+
+
+def process(siril, config, save_model: str | None = None, overwrite: bool = False):
     """Fit and remove the background of Siril's loaded image.
 
     Reads the pixels (no lock needed), fits with progress on Siril's bar, then, inside
     ``image_lock()`` and nothing else, saves the undo state (GUI only) and sets the new
-    pixels with the same bit depth. Headless, the parameters go to FITS HISTORY.
+    pixels with the same bit depth. Headless, the parameters go to the FITS header.
 
     Returns
     -------
@@ -183,7 +193,7 @@ def process(siril, config, save_model: str | None = None):
     """
     import sirilpy
 
-    from bgopt_plugin import fit_background
+    from bgopt_plugin.core import fit_background
 
     if not siril.is_image_loaded():
         raise sirilpy.NoImageError("no image loaded: open a linear image first")
@@ -194,26 +204,34 @@ def process(siril, config, save_model: str | None = None):
     finally:
         siril.reset_progress()
     out, clipped = from_engine(result.corrected, info)
-    message = undo_message(config)
     with siril.image_lock():
         if not siril.is_cli():
-            siril.undo_save_state(message)
+            siril.undo_save_state(undo_message(config))
         siril.set_image_pixeldata(out)
     if siril.is_cli():
-        record_history(siril, message)
+        record_history(siril, result)
     if save_model:
-        write_model(save_model, result.background, info)
+        write_model(save_model, siril, result, overwrite)
     return result, clipped
 
 
-def write_model(path: str, background: np.ndarray, info: dict) -> None:
-    """Write the linear background model as float32 FITS (Siril's layout)."""
-    from astropy.io import fits
+def write_model(path: str, siril, result, overwrite: bool = False) -> None:
+    """Write the linear model as float32 FITS: the image's header plus bgopt's keywords.
 
-    planes = background if background.ndim == 2 else np.moveaxis(background, -1, 0)
-    tmp = f"{path}.part"
-    fits.PrimaryHDU(np.asarray(planes, dtype=np.float32)).writeto(tmp, overwrite=True)
-    os.replace(tmp, path)
+    Written to a temporary file and renamed; an existing file is kept unless ``overwrite``.
+    """
+    from bgopt_plugin.io import Image, write_image
+    from bgopt_plugin.io.provenance import MODEL_KIND, history_line, keywords
+
+    try:
+        header = loaded_header(siril)
+    except Exception:  # noqa: BLE001 - a model without the image's header is still useful
+        header = None
+    background = result.background if result.background.ndim == 3 else result.background[..., None]
+    image = Image(background, "fits", meta={"header": header})
+    cards = keywords(result.config, result.downscaling_factor, result.epochs_run) + [MODEL_KIND]
+    write_image(path, image, cards=cards, overwrite=overwrite,
+                history=history_line(result.config, result.downscaling_factor))
 
 
 def describe_error(exc: BaseException) -> str:
@@ -250,7 +268,9 @@ def run_headless(siril, argv: list[str]) -> int:
     params = ", ".join(f"{k}={v}" for k, v in config.to_dict().items())
     siril.log(f"{SCRIPT_NAME} {VERSION}: {params}")
     try:
-        result, clipped = process(siril, config, args.save_model)
+        if args.save_model and Path(args.save_model).exists() and not args.overwrite:
+            raise FileExistsError(f"{args.save_model}: output exists (add --overwrite to replace it)")
+        result, clipped = process(siril, config, args.save_model, args.overwrite)
     except Exception as exc:  # noqa: BLE001 - every failure becomes one red log line
         siril.log(describe_error(exc), sirilpy.LogColor.RED)
         return 1
@@ -277,28 +297,68 @@ def run_gui(siril) -> int:  # pragma: no cover - exercised by the offscreen GUI 
     return app.exec()
 
 
+def make_widget(p):
+    """A Qt input for one bgopt Parameter, from its type, range and choices."""
+    from PyQt6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QSpinBox
+
+    top = p.high if p.high is not None else p.gui_max
+    if p.kind is bool:
+        widget = QCheckBox(checked=p.default)
+    elif p.kind is str or (p.kind is float and p.choices):
+        widget = QComboBox(editable=p.kind is float)
+        widget.addItems(list(p.choices))
+        widget.setCurrentText(str(p.default))
+    elif p.kind is int:
+        special = bool(p.choices) or p.optional   # one value below the range means it
+        low = int(p.low or 0) - (1 if special else 0)
+        widget = QSpinBox(minimum=low, maximum=int(top))
+        if special:
+            widget.setSpecialValueText(p.choices[0] if p.choices else "none (random)")
+        widget.setValue(low if isinstance(p.default, str) or p.default is None else p.default)
+    else:
+        step = p.gui_step or 0.01
+        decimals = max(2, len(f"{step:.10f}".rstrip("0").split(".")[1]))
+        widget = QDoubleSpinBox(minimum=p.low or 0.0, maximum=float(top), singleStep=step,
+                                decimals=decimals, value=p.default)
+    widget.setToolTip(f"{p.help} ({p.option})")
+    return widget
+
+
+def widget_value(p, widget):
+    """The Config value a widget made by :func:`make_widget` holds."""
+    if p.kind is bool:
+        return widget.isChecked()
+    if p.kind is str:
+        return widget.currentText()
+    if p.kind is float and p.choices:
+        text = widget.currentText().strip()
+        try:
+            return text if text in p.choices else float(text)
+        except ValueError:
+            return text   # Config names the parameter and the problem
+    if p.kind is int and (p.choices or p.optional) and widget.value() == widget.minimum():
+        return p.choices[0] if p.choices else None
+    return widget.value()
+
+
 def make_window(siril):
-    """Build the main dialog (PyQt6 imported here only)."""
+    """Build the main dialog (PyQt6 imported here only), one row per bgopt parameter."""
     import sirilpy
     from PyQt6.QtCore import QObject, Qt, pyqtSignal
     from PyQt6.QtGui import QImage, QPixmap
     from PyQt6.QtWidgets import (
         QCheckBox,
-        QComboBox,
-        QDoubleSpinBox,
         QFileDialog,
         QFormLayout,
         QHBoxLayout,
         QLabel,
         QPushButton,
-        QSpinBox,
         QVBoxLayout,
         QWidget,
     )
 
-    from bgopt_plugin.config import PARAMETER_HELP, Config
-
-    d = Config.defaults()
+    from bgopt_plugin.core import PARAMETERS, Config, prepare
+    from bgopt_plugin.frontend.plots import mask_overlay
 
     class Signals(QObject):
         finished = pyqtSignal(object, object)
@@ -311,41 +371,10 @@ def make_window(siril):
             self.signals.finished.connect(self._done)
             self.result = None
             form = QFormLayout()
-            self.n = QSpinBox(minimum=3, maximum=256, value=d["n_control_points"])
-            self.order = QComboBox()
-            self.order.addItems(["1", "2", "3", "4"])
-            self.order.setCurrentText(str(d["order"]))
-            self.dq = QDoubleSpinBox(minimum=0.5, maximum=1.0, singleStep=0.005, decimals=3,
-                                     value=d["delinearization_quantile"])
-            self.tmin = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.001, decimals=3,
-                                       value=d["threshold_min"])
-            self.tmax = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.01, decimals=3,
-                                       value=d["threshold_max"])
-            self.dx = QSpinBox(minimum=0, maximum=128,
-                               value=0 if d["downscaling_factor"] == "auto" else d["downscaling_factor"])
-            self.dx.setSpecialValueText("auto")
-            self.init = QComboBox()
-            self.init.addItems(["random", "grid"])
-            self.init.setCurrentText(d["initializer"])
-            self.epochs = QSpinBox(minimum=0, maximum=20000, value=d["epochs"])
-            self.correction = QComboBox()
-            self.correction.addItems(["subtract", "divide"])
-            self.correction.setCurrentText(d["correction"])
-            self.protect = QCheckBox(checked=d["protect"])
-            self.seed = QSpinBox(minimum=-1, maximum=2**31 - 1, value=-1)
-            self.seed.setSpecialValueText("random")
+            self.widgets = {p.name: make_widget(p) for p in PARAMETERS}
+            for p in PARAMETERS:
+                form.addRow(p.label, self.widgets[p.name])
             self.save_model = QCheckBox("save the background model after Apply")
-            rows = [("Control points", self.n, "n_control_points"), ("Order", self.order, "order"),
-                    ("Delinearization quantile", self.dq, "delinearization_quantile"),
-                    ("Threshold min", self.tmin, "threshold_min"),
-                    ("Threshold max", self.tmax, "threshold_max"),
-                    ("Downscaling factor", self.dx, "downscaling_factor"),
-                    ("Initializer", self.init, "initializer"), ("Epochs", self.epochs, "epochs"),
-                    ("Correction", self.correction, "correction"),
-                    ("Protect objects", self.protect, "protect"), ("Seed", self.seed, "seed")]
-            for label, widget, key in rows:
-                widget.setToolTip(PARAMETER_HELP[key])
-                form.addRow(label, widget)
             form.addRow("", self.save_model)
             self.preview = QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
             self.preview_btn = QPushButton("Preview mask")
@@ -361,40 +390,30 @@ def make_window(siril):
             layout.addLayout(form)
             layout.addWidget(self.preview)
             layout.addLayout(buttons)
-            self.inputs = [w for _, w, _ in rows] + [self.save_model, self.preview_btn, self.apply_btn]
+            self.inputs = [*self.widgets.values(), self.save_model, self.preview_btn, self.apply_btn]
 
         def config(self):
-            dx = self.dx.value()
-            return Config(n_control_points=self.n.value(), order=int(self.order.currentText()),
-                          delinearization_quantile=self.dq.value(), threshold_min=self.tmin.value(),
-                          threshold_max=self.tmax.value(), downscaling_factor=dx or "auto",
-                          initializer=self.init.currentText(), epochs=self.epochs.value(),
-                          correction=self.correction.currentText(), protect=self.protect.isChecked(),
-                          seed=None if self.seed.value() < 0 else self.seed.value())
+            return Config(**{p.name: widget_value(p, self.widgets[p.name]) for p in PARAMETERS})
 
         def set_busy(self, busy: bool):
             for w in self.inputs:
                 w.setEnabled(not busy)
 
         def show_preview(self):
-            from bgopt_plugin.engine import prepare
-
             try:
                 image, _ = to_engine(siril.get_image_pixeldata())
                 prep = prepare(image, None, self.config())
             except Exception as exc:  # noqa: BLE001
                 self._error(exc)
                 return
-            work = np.nan_to_num(prep.working)
-            rgb = np.repeat(work, 3, -1) if work.shape[-1] == 1 else work.copy()
-            masked = prep.weights.max(-1) == 0
-            rgb[masked] = 0.5 * rgb[masked] + np.array([0.5, 0.0, 0.0])
-            rgb = np.ascontiguousarray((np.clip(rgb[::-1], 0, 1) * 255).astype(np.uint8))
+            rgb = mask_overlay(prep.working, prep.weights)
+            rgb = np.ascontiguousarray((rgb[::-1] * 255).astype(np.uint8))
             h, w = rgb.shape[:2]
             qimg = QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
             self.preview.setPixmap(QPixmap.fromImage(qimg).scaledToWidth(min(480, 3 * w)))
-            siril.log(f"{SCRIPT_NAME}: preview - red = masked ({int(masked.sum())} of "
-                      f"{masked.size} working pixels, factor {prep.factor})")
+            masked = int((prep.weights.max(-1) == 0).sum())
+            siril.log(f"{SCRIPT_NAME}: preview - red = masked ({masked} of "
+                      f"{prep.usable.size} working pixels, factor {prep.factor})")
 
         def apply(self):
             try:
@@ -404,6 +423,7 @@ def make_window(siril):
                 return
             model_path = None
             if self.save_model.isChecked():
+                # The dialog asks before replacing a file, so a chosen file may be replaced.
                 model_path, _ = QFileDialog.getSaveFileName(self, "Save background model",
                                                             "bgModel.fit", "FITS (*.fit *.fits)")
             self.set_busy(True)
@@ -411,7 +431,8 @@ def make_window(siril):
 
             def work():
                 try:
-                    self.signals.finished.emit(process(siril, config, model_path or None), None)
+                    outcome = process(siril, config, model_path or None, overwrite=True)
+                    self.signals.finished.emit(outcome, None)
                 except Exception as exc:  # noqa: BLE001 - reported in the GUI thread
                     self.signals.finished.emit(None, exc)
 

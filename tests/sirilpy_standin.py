@@ -180,17 +180,30 @@ class SirilInterface:
         return True
 
     def get_image_fits_header(self, return_as="str"):
+        # As Siril 1.4.4: the cards, one per line, then "END" and a NUL.
         if self.pixels is None:
             raise NoImageError("no image")
-        return self.header or None
+        if not self.header:
+            return None
+        return "\n".join(line.ljust(80) for line in self.header.splitlines()) + "\nEND\x00"
 
     def set_image_metadata_from_header_string(self, header: str) -> bool:
+        # As Siril 1.4.4: keywords are kept, HISTORY cards dropped, and a card Siril
+        # cannot parse (an "END" with trailing bytes) is logged as a WARNING.
         if not isinstance(header, str):
             raise TypeError("Header data must be a string")
         self.calls.append(("set_image_metadata_from_header_string",))
-        self.header = header
+        lines = [line for line in header.splitlines() if line.strip()]
+        for line in lines:
+            if line.startswith("END") and line.rstrip() != "END":
+                self.logs.append(("WARNING: The following header keyword is invalid or follows "
+                                  "an unrecognized non-standard convention:", None))
+        self.header = "\n".join(line for line in lines
+                                if not line.startswith(("HISTORY", "END")))
         return True
 
     def cmd(self, *args: str):
         self.calls.append(("cmd",) + args)
+        if args[:2] == ("update_key", "-comment"):
+            self.header += "\nCOMMENT " + " ".join(args[2:]).strip('"')
         return True

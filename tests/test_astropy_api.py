@@ -14,7 +14,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs import WCS
 
 import bgopt_plugin as bgopt
-from bgopt_plugin.synthetic import make_scene, residual_score
+from bgopt_plugin.data.synthetic import make_scene, residual_score
 
 FAST = dict(seed=1, epochs=150)
 

@@ -12,7 +12,7 @@ from xisf import XISF
 
 from bgopt_plugin import io as bio
 from bgopt_plugin.cli import main
-from bgopt_plugin.synthetic import make_scene
+from bgopt_plugin.data.synthetic import make_scene
 
 FAST = ["-e", "80", "--seed", "1", "-q"]
 
@@ -75,16 +75,48 @@ def test_xisf_in_xisf_out_and_format_conversion(tmp_path):
 
 
 def test_mask_file(tmp_path):
-    img = _sky()
+    # A bright glow over the left 40 columns that is not sky: masked out, the model follows
+    # the true gradient there; without the mask (and without protection) it is pulled up.
+    scene = make_scene("linear", shape=(96, 128))
+    img = scene.image.copy()
+    img[:, :40] += float(np.ptp(scene.background))
     src = _write_fits(tmp_path / "a.fits", img)
     mask = np.ones(img.shape[:2], np.float32)
     mask[:, :40] = 0
     _write_fits(tmp_path / "mask.fits", mask)
-    assert main([str(src), "-o", str(tmp_path), "-m", str(tmp_path / "mask.fits"), *FAST]) == 0
+    args = [str(src), "--no-protect", "--overwrite", "-e", "300", "--seed", "1", "-q"]
+    assert main([*args, "-o", str(tmp_path / "masked"), "-m", str(tmp_path / "mask.fits")]) == 0
+    assert main([*args, "-o", str(tmp_path / "plain")]) == 0
+    truth = np.squeeze(scene.background)
+    err = {k: np.abs(np.squeeze(bio.read_image(tmp_path / k / "a_bgModel.fits").data) - truth)
+           [:, 40:].mean() / np.ptp(truth) for k in ("masked", "plain")}
+    assert err["masked"] < 0.5 * err["plain"], err
     bad = _write_fits(tmp_path / "small.fits", mask[:50, :50])
     before = _snapshot(tmp_path)
     assert main([str(src), "-o", str(tmp_path), "-m", str(bad), "--overwrite", *FAST]) == 2
     assert _snapshot(tmp_path) == before
+
+
+def test_positional_output_folder_as_in_bgoptimizer(tmp_path, capsys):
+    src = _write_fits(tmp_path / "m42.fits", _sky())
+    assert main([str(src), str(tmp_path / "results"), *FAST]) == 0
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == [
+        "m42_bgModel.fits", "m42_bgSubtracted.fits"]
+    assert main([str(src), str(tmp_path / "results"), "-o", str(tmp_path), *FAST]) == 2
+    assert "output folder is given twice" in capsys.readouterr().err
+    # a misspelt input is still an input, not a folder
+    assert main([str(src), str(tmp_path / "m43.fitz"), "-o", str(tmp_path / "x"), *FAST]) == 2
+    assert "unknown extension '.fitz'" in capsys.readouterr().err
+
+
+def test_16_bit_input_records_its_normalisation(tmp_path):
+    planes = np.rint(np.moveaxis(_sky(), -1, 0) * 65535).astype(np.uint16)
+    fits.PrimaryHDU(planes).writeto(tmp_path / "i16.fits")
+    assert main([str(tmp_path / "i16.fits"), "-o", str(tmp_path), *FAST]) == 0
+    with fits.open(tmp_path / "i16_bgSubtracted.fits") as hdul:
+        assert hdul[0].header["BITPIX"] == -32 and hdul[0].header["BGO_NORM"] == 65535.0
+        level = np.median(hdul[0].data)
+    assert abs(level * 65535 - np.median(planes)) < 0.05 * np.median(planes)
 
 
 def test_preview_writes_png_only(tmp_path):
@@ -193,12 +225,16 @@ def test_console_script_and_module(tmp_path):
 
 
 def test_demo_runs(tmp_path):
-    from bgopt_plugin.demo import run_demo
+    from bgopt_plugin.cli import demo, run_demo
 
     assert run_demo([str(tmp_path / "demo"), "-q"]) == 0
     names = {p.name for p in (tmp_path / "demo").iterdir()}
     assert {"bgopt_demo_master.fits", "bgopt_demo_master_bgSubtracted.fits",
             "bgopt_demo_master_bgModel.fits", "bgopt_demo_master_bgModel.png"} <= names
+    # the figures the demo prints, as the README quotes them
+    scores, line = demo.report(demo.make_demo_master(), tmp_path / "demo")
+    assert scores["residual"] < 0.015 and scores["flux_kept"] > 0.95, line
+    assert "residual" in line and "flux kept" in line
 
 
 def _block_medians(a, n=8):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import bgopt_plugin as bgopt
-from bgopt_plugin.synthetic import SCENES, make_scene, score
+from bgopt_plugin.data.synthetic import SCENES, make_scene, score
 
 #: Largest residual (RMS of model - truth over all known pixels / peak-to-peak of the
 #: truth), per scene. The issue's targets where they are met; otherwise the figure

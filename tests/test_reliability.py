@@ -19,8 +19,8 @@ from xisf import XISF
 import bgopt_plugin as bgopt
 from bgopt_plugin import io as bio
 from bgopt_plugin.cli import main
-from bgopt_plugin.config import ParameterError
-from bgopt_plugin.synthetic import make_scene
+from bgopt_plugin.core import ParameterError
+from bgopt_plugin.data.synthetic import make_scene
 
 FAST = ["-e", "30", "--seed", "1", "-q"]
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -139,7 +139,7 @@ def test_numpy_masked_arrays_are_honoured():
 def test_existing_plot_png_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
     src = _fits(tmp_path / "x.fits")
     (tmp_path / "x_bgSubtracted_loss.png").write_bytes(b"mine")
-    import bgopt_plugin.engine as engine
+    import bgopt_plugin.cli.app as engine
 
     calls = []
     monkeypatch.setattr(engine, "fit_background", lambda *a, **k: calls.append(1))
@@ -173,7 +173,7 @@ def test_a_failed_second_output_leaves_nothing_of_the_file(tmp_path, capsys, mon
 
 def test_ctrl_c_removes_temporaries_and_exits_130(tmp_path, capsys, monkeypatch):
     src = _fits(tmp_path / "x.fits")
-    import bgopt_plugin.plots as plots
+    import bgopt_plugin.frontend.plots as plots
 
     def interrupted(*args):
         raise KeyboardInterrupt
@@ -256,7 +256,7 @@ def test_fifos_and_devices_are_refused_without_hanging(tmp_path):
 
 def test_an_unwritable_folder_is_reported_before_any_fit(tmp_path, capsys, monkeypatch):
     src = _fits(tmp_path / "x.fits")
-    import bgopt_plugin.engine as engine
+    import bgopt_plugin.cli.app as engine
 
     calls = []
     monkeypatch.setattr(engine, "fit_background", lambda *a, **k: calls.append(1))

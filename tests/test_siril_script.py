@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import tests.sirilpy_standin as standin
-from bgopt_plugin.synthetic import make_scene
+from bgopt_plugin.data.synthetic import make_scene
 
 SCRIPT = Path(__file__).resolve().parents[1] / "siril_script" / "BGOptimizer.py"
 FAST = ["-e", "80", "--seed", "1"]
@@ -60,7 +60,11 @@ def test_headless_keeps_layout_and_bit_depth(script, rgb, dtype):
     assert siril.logs[-1][1] == standin.LogColor.GREEN
     # headless: no undo, HISTORY written explicitly
     assert not any(c[0] == "undo_save_state" for c in siril.calls)
-    assert "HISTORY bgopt: subtract N=32" in siril.header and "M 33" in siril.header
+    # the same BGO_* keywords as the command line, the summary as a COMMENT (Siril drops
+    # HISTORY from a header string), the image's own cards kept, no WARNING logged
+    assert "COMMENT bgopt 0.1.0: subtract N=32" in siril.header and "M 33" in siril.header
+    assert "BGO_N   =                   32" in siril.header and "BGO_RUN" in siril.header
+    assert not any("WARNING" in text for text, _ in siril.logs)
 
 
 def test_lock_contains_only_undo_and_set(script):
@@ -71,7 +75,7 @@ def test_lock_contains_only_undo_and_set(script):
     i = names.index("lock")
     assert names[i:i + 4] == ["lock", "undo_save_state", "set_image_pixeldata", "unlock"]
     undo = siril.calls[i + 1][1]
-    assert undo.startswith("bgopt: ") and len(undo) <= 70
+    assert undo.startswith("bgopt 0.1.0: subtract") and len(undo) <= 70
     assert names.index("get_image_pixeldata") < i
     assert names.count("lock") == 1
 
@@ -175,8 +179,12 @@ def test_script_is_a_single_menu_entry_and_compiles(tmp_path):
     assert "SPDX-License-Identifier: GPL-3.0-or-later" in text and "VERSION = " in text
     ast.parse(text, feature_version=(3, 10))
     py_compile.compile(str(SCRIPT), doraise=True, cfile=str(tmp_path / "BGOptimizer.pyc"))
-    head = text.split("def main(")[0]
-    assert "import PyQt6" not in head.split("def make_window")[0].split("def run_gui")[0]
+    # Module-level imports: the standard library and numpy only; PyQt6, sirilpy and
+    # bgopt_plugin are imported inside functions, after ensure_installed().
+    top = [n for n in ast.parse(text).body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    names = {a.name.split(".")[0] for n in top if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module.split(".")[0] for n in top if isinstance(n, ast.ImportFrom)}
+    assert names == {"__future__", "argparse", "sys", "threading", "time", "pathlib", "numpy"}
     assert "tksiril" not in text
 
 
@@ -189,9 +197,19 @@ def test_gui_offscreen(script, monkeypatch):
     pixels = _pixels(True, np.float32)
     siril = standin.SirilInterface(pixels, cli=False)
     win = script.make_window(siril)
-    assert win.n.value() == 32 and win.n.toolTip()
-    win.epochs.setValue(80)
-    win.seed.setValue(1)
+    from bgopt_plugin.core import PARAMETERS, Config
+
+    # one widget per parameter, generated from the table, holding the defaults
+    assert list(win.widgets) == [p.name for p in PARAMETERS]
+    assert win.config() == Config()
+    assert win.widgets["n_control_points"].toolTip().endswith("(--control-points)")
+    win.widgets["epochs"].setValue(80)
+    win.widgets["seed"].setValue(1)
+    win.widgets["pedestal"].setCurrentText("0.01")
+    win.widgets["downscaling_factor"].setValue(4)
+    assert win.config() == Config(epochs=80, seed=1, pedestal=0.01, downscaling_factor=4)
+    win.widgets["downscaling_factor"].setValue(0)
+    win.widgets["pedestal"].setCurrentText("median")
     win.show_preview()
     assert not win.preview.pixmap().isNull()
     win.apply()

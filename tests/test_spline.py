@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 from scipy.interpolate import RBFInterpolator
 
-from bgopt_plugin.spline import SplineParams, bending_energy, evaluate_image, robust_fit, solve, solve_lstsq
+from bgopt_plugin.core.spline import (
+    SplineParams,
+    bending_energy,
+    evaluate_image,
+    robust_fit,
+    solve,
+    solve_lstsq,
+)
 
 KERNELS = {1: "linear", 2: "thin_plate_spline", 3: "cubic"}
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from bgopt_plugin.config import Config
-from bgopt_plugin.sampling import auto_factor, block_reduce, initial_points, threshold_mask
-from bgopt_plugin.stretch import TARGET_MEDIAN, Stretch
+from bgopt_plugin.core import Config
+from bgopt_plugin.core.sampling import auto_factor, block_reduce, initial_points, threshold_mask
+from bgopt_plugin.core.stretch import TARGET_MEDIAN, Stretch
 
 
 def test_stretch_round_trip_and_median():

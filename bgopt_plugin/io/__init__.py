@@ -1,7 +1,8 @@
 """IO adapter layer: FITS and XISF files <-> one :class:`Image` type.
 
-Layout conversion (channels-first planes in FITS, channels-last in XISF) happens only
-here; the engine always sees channels-last float32.
+Layout conversion (channels-first planes in FITS and Siril, channels-last in XISF) happens
+only here (:mod:`.layout`); the core always sees channels-last float32. Header provenance
+(:mod:`.provenance`) and atomic output sets (:mod:`.atomic`) live here too.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import numpy as np
 from .atomic import OutputSet, check_output_dir, check_regular_file
 from .fits import FITS_EXTENSIONS, read_fits, write_fits
 from .image import Image, ImageIOError
+from .layout import channels_last_to_planes, planes_to_channels_last
 from .xisf import XISF_EXTENSIONS, read_xisf, write_xisf
 
 __all__ = ["Image", "ImageIOError", "read_image", "write_image", "format_of", "SUPPORTED",
-           "OutputSet", "check_output_dir", "check_regular_file"]
+           "OutputSet", "check_output_dir", "check_regular_file", "planes_to_channels_last",
+           "channels_last_to_planes"]
 
 SUPPORTED = FITS_EXTENSIONS + XISF_EXTENSIONS
 

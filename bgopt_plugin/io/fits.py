@@ -12,28 +12,15 @@ from astropy.utils.exceptions import AstropyWarning
 
 from .atomic import atomic_output, check_regular_file, disk_full, os_reason
 from .image import Image, ImageIOError
+from .layout import planes_to_channels_last
 
-__all__ = ["read_fits", "write_fits", "FITS_EXTENSIONS", "integer_scale"]
+__all__ = ["read_fits", "write_fits", "FITS_EXTENSIONS"]
 
 FITS_EXTENSIONS = (".fit", ".fits", ".fts", ".fz")
 
 # Cards that describe the data layout; astropy writes them from the array.
 _STRUCTURAL = {"SIMPLE", "XTENSION", "BITPIX", "EXTEND", "PCOUNT", "GCOUNT", "BZERO", "BSCALE",
                "BLANK", "CHECKSUM", "DATASUM"}
-
-
-def integer_scale(dtype: np.dtype) -> float:
-    """Full-scale value used to normalise integer samples to [0, 1] (as Siril does).
-
-    Examples
-    --------
-    >>> integer_scale(np.dtype(np.uint16)), integer_scale(np.dtype(np.float32))
-    (65535.0, 1.0)
-    """
-    dtype = np.dtype(dtype)
-    if dtype.kind in "iu":
-        return float(np.iinfo(dtype).max)
-    return 1.0
 
 
 def _image_hdu(hdul: fits.HDUList):
@@ -61,11 +48,11 @@ def read_fits(path: str | Path) -> Image:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyWarning)
             try:
-                header, extra, data, dtype = _load(path, memmap=True)
+                header, extra, data, dtype, scale = _load(path, memmap=True)
             except ValueError as exc:
                 if "memory-mapped" not in str(exc):  # scaled integers cannot be mapped
                     raise
-                header, extra, data, dtype = _load(path, memmap=False)
+                header, extra, data, dtype, scale = _load(path, memmap=False)
     except ImageIOError:
         raise
     except FileNotFoundError as exc:
@@ -76,9 +63,6 @@ def read_fits(path: str | Path) -> Image:
         raise ImageIOError(path, "is a directory") from exc
     except Exception as exc:  # noqa: BLE001 - astropy raises many types for bad files
         raise ImageIOError(path, explain_read_error(exc)) from exc
-    scale = integer_scale(dtype)
-    if scale != 1.0:
-        data /= np.float32(scale)
     return Image(data=data, format="fits", source_dtype=dtype, scale=scale,
                  meta={"header": header, "extra_hdus": extra}, path=path)
 
@@ -93,23 +77,12 @@ def _load(path: Path, memmap: bool):
             raise ImageIOError(path, "no image data in any HDU")
         header = hdu.header.copy()
         extra = [h.copy() for h in hdul if h is not hdu and not _empty_primary(h)]
-        data, dtype = _channels_last(path, hdu.data)
-    return header, extra, data, dtype
-
-
-def _channels_last(path: Path, raw: np.ndarray) -> tuple[np.ndarray, np.dtype]:
-    """(H, W) or (C, H, W) planes of any dtype -> (H, W, C) float32, one pass per plane."""
-    if raw.ndim == 2:
-        planes = raw[None]
-    elif raw.ndim == 3 and raw.shape[0] in (1, 3):
-        planes = raw
-    else:
-        raise ImageIOError(path, f"unsupported dimensionality {raw.shape} "
-                                 "(need 2-D, or 3-D with 1 or 3 planes)")
-    data = np.empty(planes.shape[1:] + (planes.shape[0],), dtype=np.float32)
-    for k in range(planes.shape[0]):
-        data[..., k] = planes[k]
-    return data, raw.dtype.newbyteorder("=")
+        raw = hdu.data
+        try:
+            data, scale = planes_to_channels_last(raw)
+        except ValueError as exc:
+            raise ImageIOError(path, str(exc)) from None
+    return header, extra, data, raw.dtype.newbyteorder("="), scale
 
 
 def _empty_primary(hdu) -> bool:

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_output, check_regular_file, disk_full, os_reason
-from .fits import integer_scale
 from .image import Image, ImageIOError
+from .layout import integer_scale
 
 __all__ = ["read_xisf", "write_xisf", "XISF_EXTENSIONS", "CODECS"]
 

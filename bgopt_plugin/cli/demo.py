@@ -1,4 +1,8 @@
-"""``bgopt demo [DIR]``: a built-in synthetic master run through the whole pipeline."""
+"""``bgopt demo [DIR]``: a built-in synthetic master for the whole pipeline.
+
+This module writes the sample and scores the outputs against the truth; the command line
+(:mod:`.app`) runs the batch in between, so the two never import each other.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["make_demo_master", "run_demo"]
+__all__ = ["make_demo_master", "parse_args", "write_sample", "report"]
 
 DEMO_NAME = "bgopt_demo_master.fits"
 
@@ -17,10 +21,10 @@ def make_demo_master(shape: tuple[int, int] = (600, 900), seed: int = 7):
 
     Returns
     -------
-    bgopt_plugin.synthetic.Scene
+    bgopt_plugin.data.synthetic.Scene
         The image with its true background and nebula signal.
     """
-    from .synthetic import Scene, _blob, _grid, add_stars
+    from ..data.synthetic import Scene, _blob, _grid, add_stars
 
     rng = np.random.default_rng(seed)
     h, w = shape
@@ -54,35 +58,36 @@ def _write_master(path: Path, image: np.ndarray) -> None:
     fits.PrimaryHDU(np.moveaxis(image, -1, 0), header).writeto(path, overwrite=True)
 
 
-def run_demo(argv: list[str]) -> int:
-    """Write the sample into DIR, fit it with plots, score the result against the truth."""
-    from .cli import run as run_cli
-    from .io import read_image
-    from .synthetic import score
-
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The demo's own options: the output folder and ``-q``."""
     p = argparse.ArgumentParser(prog="bgopt demo",
                                 description="Run bgopt on a built-in synthetic linear master.")
     p.add_argument("directory", nargs="?", default="bgopt-demo",
                    help="where to write (default: bgopt-demo)")
     p.add_argument("-q", "--quiet", action="store_true")
-    args = p.parse_args(argv)
-    out = Path(args.directory)
-    out.mkdir(parents=True, exist_ok=True)
+    return p.parse_args(argv)
+
+
+def write_sample(directory: Path):
+    """Write the sample master into ``directory``; return its path and its Scene."""
+    directory.mkdir(parents=True, exist_ok=True)
     scene = make_demo_master()
-    src = out / DEMO_NAME
+    src = directory / DEMO_NAME
     _write_master(src, scene.image)
-    if not args.quiet:
-        print(f"bgopt demo: wrote the sample master {src}")
-    code = run_cli([str(src), "-o", str(out), "--plots", "--overwrite", "--seed", "1"]
-                   + (["-q"] if args.quiet else []))
-    if code != 0:
-        return code
-    model = read_image(out / "bgopt_demo_master_bgModel.fits").data
-    corrected = read_image(out / "bgopt_demo_master_bgSubtracted.fits").data
+    return src, scene
+
+
+def report(scene, directory: Path) -> tuple[dict, str]:
+    """Score the demo's outputs in ``directory`` against the truth: (scores, one line)."""
+    from ..data.synthetic import score
+    from ..io import read_image
+
+    stem = Path(DEMO_NAME).stem
+    model = read_image(directory / f"{stem}_bgModel.fits").data
+    corrected = read_image(directory / f"{stem}_bgSubtracted.fits").data
     result = score(scene, model, corrected)
-    if not args.quiet:
-        print(f"bgopt demo: background residual {100 * result['residual']:.2f}% of the gradient "
-              f"(RMS over every pixel, the nebula's included, / peak-to-peak); "
-              f"nebula flux kept {100 * result['flux_kept']:.1f}%; "
-              f"outputs and PNG plots are in {out}/")
-    return 0
+    line = (f"bgopt demo: background residual {100 * result['residual']:.2f}% of the gradient "
+            f"(RMS over every pixel, the nebula's included, / peak-to-peak); "
+            f"nebula flux kept {100 * result['flux_kept']:.1f}%; "
+            f"outputs and PNG plots are in {directory}/")
+    return result, line

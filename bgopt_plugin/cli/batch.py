@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import io as bio
+from .. import io as bio
 
 __all__ = ["Job", "Plan", "expand", "output_paths", "job_targets", "plan_batch", "OUTPUT_SUFFIXES",
            "is_own_output"]

@@ -6,12 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .sampling import missing_pixels
-from .stats import robust_sigma
-from .stretch import mtf
+from ..core import missing_pixels, mtf, robust_sigma
 
 __all__ = ["auto_stretch_params", "apply_display_stretch", "plot_before_after", "plot_model",
-           "plot_loss", "plot_preview"]
+           "plot_loss", "plot_preview", "mask_overlay"]
 
 
 def _plt():
@@ -106,14 +104,40 @@ def plot_preview(path: str | Path, working: np.ndarray, weights: np.ndarray) -> 
     work = working if working.ndim == 3 else working[..., None]
     wts = weights if weights.ndim == 3 else weights[..., None]
     fig, axes = plt.subplots(2, 1, figsize=(9, 9), gridspec_kw={"height_ratios": [3, 1]})
-    shown = np.nan_to_num(work[..., 0] if work.shape[-1] == 1 else work)
-    rgb = np.repeat(shown[..., None], 3, -1) if shown.ndim == 2 else shown.copy()
-    masked = wts.max(axis=-1) == 0
-    rgb[masked] = 0.5 * rgb[masked] + np.array([0.5, 0, 0])
-    _show(axes[0], np.clip(rgb, 0, 1), "delinearized working image (red = masked)")
+    _show(axes[0], mask_overlay(work, wts), "delinearized working image (red = masked)")
     colours = ["red", "green", "blue"] if work.shape[-1] == 3 else ["black"]
     for c, col in enumerate(colours):
         v = work[..., c][np.isfinite(work[..., c])]
         axes[1].hist(v, bins=100, range=(0, 1), color=col, alpha=0.5)
     axes[1].set_xlabel("stretched value")
     return _save(plt, fig, path)
+
+
+def mask_overlay(working: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The stretched working image as RGB in [0, 1], masked pixels tinted red.
+
+    Parameters
+    ----------
+    working : ndarray (h, w) or (h, w, C)
+        Stretched working image (NaN where there is no data).
+    weights : ndarray, same shape
+        Loss weights; a pixel with weight 0 in every channel is masked.
+
+    Returns
+    -------
+    ndarray (h, w, 3), float64
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rgb = mask_overlay(np.full((2, 2), 0.4), np.array([[1.0, 0.0], [1.0, 1.0]]))
+    >>> rgb[0, 0].tolist(), rgb[0, 1].tolist()
+    ([0.4, 0.4, 0.4], [0.7, 0.2, 0.2])
+    """
+    work = working if working.ndim == 3 else working[..., None]
+    wts = weights if weights.ndim == 3 else weights[..., None]
+    shown = np.nan_to_num(np.asarray(work, dtype=np.float64))
+    rgb = np.repeat(shown, 3, -1) if shown.shape[-1] == 1 else shown.copy()
+    masked = wts.max(axis=-1) == 0
+    rgb[masked] = 0.5 * rgb[masked] + np.array([0.5, 0.0, 0.0])
+    return np.clip(rgb, 0.0, 1.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import os
 import signal
 import sys
@@ -14,17 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io as bio
-from ._version import __version__
-from .batch import Job, is_own_output, output_paths, plan_batch
-from .config import ParameterError, ProgressEvent
-from .io.atomic import remove_stale_parts
-from .options import add_engine_options, config_from_args
-from .progress import TqdmProgress
-from .provenance import history_line, keywords
-from .sampling import missing_pixels
+from .. import io as bio
+from .._version import __version__
+from ..core import ParameterError, ProgressEvent, fit_background, missing_pixels, prepare
+from ..frontend.options import add_engine_options, config_from_args, option_name
+from ..frontend.progress import TqdmProgress
+from ..io.atomic import remove_stale_parts
+from ..io.provenance import MODEL_KIND, history_line, keywords
+from .batch import Job, is_own_output, plan_batch
 
-__all__ = ["main", "build_parser", "config_from_args", "output_paths"]
+__all__ = ["main", "build_parser", "run"]
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 2, 130, 143
 
@@ -39,8 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "Writes <stem>_bgSubtracted<ext> and <stem>_bgModel<ext>. "
                     "'bgopt demo [DIR]' runs the whole pipeline on a built-in sample.",
         epilog="Algorithm after bgoptimizer by Sergio Díaz.")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="FITS/XISF files or glob patterns")
-    p.add_argument("-o", "--output-dir", default=".", help="output directory (default: .)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="FITS/XISF files or glob patterns; a last argument that is a folder, or "
+                        "a new name without an extension, is the output folder (bgoptimizer's "
+                        "'input_file [output_path]')")
+    p.add_argument("-o", "--output-dir", help="output directory (default: .)")
     p.add_argument("-m", "--mask", help="mask file (FITS or XISF): 1 = use, 0 = ignore")
     p.add_argument("-p", "--preview", action="store_true",
                    help="write PNG previews of the delinearized, downscaled, masked image and "
@@ -132,8 +135,6 @@ def _read_mask(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
 
 def _process(job: Job, args, rep: _Reporter) -> None:
     """Read, fit and write one file; its outputs appear together or not at all."""
-    from .engine import fit_background, prepare
-
     t0 = time.perf_counter()
     image = bio.read_image(job.src)
     t_read = time.perf_counter() - t0
@@ -141,7 +142,7 @@ def _process(job: Job, args, rep: _Reporter) -> None:
     config = config_from_args(args, progress=rep.progress)
     rep.detail(_stats("Original", image.data))
     if args.preview:
-        from . import plots
+        from ..frontend import plots
 
         prep = prepare(image.data, mask, config)
         rep.detail(_stats("Delinearized", prep.stretch.forward(
@@ -162,7 +163,7 @@ def _process(job: Job, args, rep: _Reporter) -> None:
         rep.detail(_stats("Downscaled", res.working_image))
         rep.detail(_stats("Bg (linear)", res.background))
         rep.detail(_stats("Corrected", res.corrected))
-    cards = keywords(res.config, res.downscaling_factor, res.epochs_run)
+    cards = keywords(res.config, res.downscaling_factor, res.epochs_run, image.scale)
     hist = history_line(res.config, res.downscaling_factor)
     codec = args.codec or ("lz4hc" if args.compress else None)
     t1 = time.perf_counter()
@@ -171,11 +172,11 @@ def _process(job: Job, args, rep: _Reporter) -> None:
         bio.write_image(targets["corrected"], image, res.corrected, cards=cards, history=hist,
                         codec=codec, into=out.reserve(targets["corrected"]))
         if "model" in targets:
-            bio.write_image(targets["model"], image, res.background, cards=cards + [
-                ("BGO_KIND", "model", "this file is the bgopt background model")], history=hist,
+            bio.write_image(targets["model"], image, res.background, cards=cards + [MODEL_KIND],
+                history=hist,
                 codec=codec, into=out.reserve(targets["model"]))
         if "before_after" in targets:
-            from . import plots
+            from ..frontend import plots
 
             plots.plot_before_after(out.reserve(targets["before_after"]), image.data, res.corrected)
             plots.plot_model(out.reserve(targets["model_png"]), res.background, res.control_points)
@@ -194,23 +195,40 @@ def _process(job: Job, args, rep: _Reporter) -> None:
              + (f"; {'; '.join(notes)}" if notes else "") + ")")
 
 
-def _option_name(parser: argparse.ArgumentParser, field: str) -> str:
-    """How the command line spells the option of a Config field (``--pedestal``)."""
-    for action in parser._actions:  # noqa: SLF001 - argparse has no public lookup
-        if action.dest == field and action.option_strings:
-            longs = [o for o in action.option_strings if o.startswith("--")]
-            return (longs or action.option_strings)[0]
-    return field
+def _positional_output(args: argparse.Namespace) -> str | None:
+    """bgoptimizer's form ``INPUT OUTPUT_PATH``: take a last argument that is a folder as -o.
+
+    Returns an error message, or None.
+    """
+    if len(args.inputs) < 2:
+        args.output_dir = args.output_dir or "."
+        return None
+    last = args.inputs[-1]
+    # An existing folder, or a new name without any extension (a typo such as
+    # "m42.fitz" stays an input and gets "unknown extension").
+    is_folder = Path(last).is_dir() or last.endswith(("/", os.sep)) or (
+        not Path(last).exists() and not glob.has_magic(last) and not Path(last).suffix)
+    if not is_folder:
+        args.output_dir = args.output_dir or "."
+        return None
+    if args.output_dir is not None:
+        return f"{last}: an output folder is given twice (here and as -o {args.output_dir})"
+    args.output_dir, args.inputs = last, args.inputs[:-1]
+    return None
 
 
 def run(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     rep = _Reporter(args.quiet, args.verbose)
+    problem = _positional_output(args)
+    if problem:
+        rep.error(problem)
+        return EXIT_FAILED
     try:
         config_from_args(args)
     except ParameterError as exc:
-        rep.error(f"{_option_name(parser, exc.name)}: {exc.problem}")
+        rep.error(f"{option_name(exc.name)}: {exc.problem}")
         return EXIT_FAILED
     try:
         out_dir = bio.check_output_dir(args.output_dir)
@@ -250,6 +268,22 @@ def run(argv: list[str]) -> int:
     return EXIT_FAILED if failures else EXIT_OK
 
 
+def run_demo(argv: list[str]) -> int:
+    """``bgopt demo [DIR]``: write the sample, run the batch on it with plots, score it."""
+    from . import demo
+
+    args = demo.parse_args(argv)
+    out = Path(args.directory)
+    src, scene = demo.write_sample(out)
+    if not args.quiet:
+        print(f"bgopt demo: wrote the sample master {src}")
+    code = main([str(src), "-o", str(out), "--plots", "--overwrite", "--seed", "1"]
+                + (["-q"] if args.quiet else []))
+    if code == 0 and not args.quiet:
+        print(demo.report(scene, out)[1])
+    return code
+
+
 def _on_sigterm(signum, frame) -> None:
     raise Terminated()
 
@@ -258,8 +292,6 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bgopt`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "demo":
-        from .demo import run_demo
-
         return run_demo(argv[1:])
     original = warnings.formatwarning
     warnings.formatwarning = lambda m, c, *a, **k: f"bgopt: warning: {m}\n"

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from .robust import pixel_noise, robust_sigma
 from .sampling import grid_points
 from .spline import robust_fit
-from .stats import pixel_noise, robust_sigma
 
 __all__ = ["ObjectMask", "object_mask", "smooth_valid", "LEVELS", "SCALES"]
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .stats import robust_sigma
+from .robust import robust_sigma
 
 __all__ = ["SplineParams", "kernel", "sqdist", "solve", "solve_lstsq", "robust_fit", "evaluate_grid",
            "evaluate_image", "bending_energy"]
@@ -281,6 +281,8 @@ def evaluate_grid(params: SplineParams, rows: np.ndarray, cols: np.ndarray, unit
     step = _chunk_rows(len(cols), len(params.centers), budget_bytes)
     qx = (cols + 0.5) / unit
     n_chunks = -(-len(rows) // step)
+    if on_chunk is not None:
+        on_chunk(0, n_chunks)
     for k, start in enumerate(range(0, len(rows), step)):
         rr = (rows[start:start + step] + 0.5) / unit
         q = np.stack(np.meshgrid(rr, qx, indexing="ij"), axis=-1).reshape(-1, 2)
@@ -316,6 +318,8 @@ def evaluate_image(params: SplineParams, shape: tuple[int, int], step: int = 1,
     n_chan = coarse.shape[-1]
     out = np.empty((h, w, n_chan), dtype=np.float32)
     block = max(1, budget_bytes // (4 * w))
+    if on_chunk is not None:
+        on_chunk(0, n_chan)
     for c in range(n_chan):
         cols_done = coarse[..., c] @ mat_x.T          # (len(ry), w)
         for start in range(0, h, block):

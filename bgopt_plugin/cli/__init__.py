@@ -1,0 +1,7 @@
+"""The ``bgopt`` command line host: batch FITS/XISF background extraction."""
+
+from __future__ import annotations
+
+from .app import build_parser, main, run, run_demo
+
+__all__ = ["main", "build_parser", "run", "run_demo"]

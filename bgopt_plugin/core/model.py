@@ -1,0 +1,130 @@
+"""The fitted model and the result of a fit (numpy only: re-evaluation needs no TensorFlow)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .parameters import Config
+from .spline import SplineParams, evaluate_image
+from .stretch import Stretch
+
+__all__ = ["BackgroundModel", "BackgroundResult", "evaluation_step"]
+
+#: Evaluate exactly on every ``step``-th pixel (then bicubic) when the long side exceeds this.
+EXACT_EVAL_LONG_SIDE = 256
+
+
+def evaluation_step(shape: tuple[int, int]) -> int:
+    """Grid step used for the full-resolution evaluation of an image of ``shape``.
+
+    Examples
+    --------
+    >>> evaluation_step((200, 250)), evaluation_step((4000, 6000))
+    (1, 23)
+    """
+    return max(1, int(max(shape) // EXACT_EVAL_LONG_SIDE))
+
+
+@dataclass
+class BackgroundModel:
+    """A fitted background: the spline in normalised linear units plus the stretch that
+    holds the units (pedestal and scale per channel).
+
+    Call :meth:`evaluate` to get the linear background at any resolution with the
+    same aspect ratio as the fitted image. Needs numpy only.
+    """
+
+    spline: SplineParams
+    stretch: Stretch
+    shape: tuple[int, int]
+
+    def evaluate_normalized(self, shape: tuple[int, int] | None = None, step: int | None = None,
+                            on_chunk=None) -> np.ndarray:
+        """Model in normalised linear units (pedestal 0, quantile 1), (H, W, C) float32."""
+        shape = tuple(shape or self.shape)[:2]
+        step = evaluation_step(shape) if step is None else int(step)
+        return evaluate_image(self.spline, shape, step=step, on_chunk=on_chunk)
+
+    def evaluate(self, shape: tuple[int, int] | None = None, step: int | None = None,
+                 on_chunk=None) -> np.ndarray:
+        """Linear background, (H, W, C) float32.
+
+        Parameters
+        ----------
+        shape : (int, int), optional
+            Output size; defaults to the fitted image size.
+        step : int, optional
+            Exact-evaluation grid step (see :func:`evaluation_step`).
+        """
+        out = self.evaluate_normalized(shape, step, on_chunk)
+        return self.stretch.denormalize(out, out=out)
+
+
+@dataclass
+class BackgroundResult:
+    """What :func:`fit_background` returns.
+
+    Arrays have the rank of the input: (H, W) for a 2-D input, else (H, W, C).
+
+    Attributes
+    ----------
+    background : ndarray, float32
+        Linear background model at full resolution.
+    corrected : ndarray, float32
+        Input with the background removed (see ``Config.correction`` and ``pedestal``).
+        Pixels that were missing in the input (0, NaN, Inf) are returned unchanged.
+    working_image : ndarray, float32
+        Stretched, downscaled image the spline was fitted to.
+    working_mask : ndarray, float32
+        Loss weights of the working pixels in [0, 1], protection included.
+    protected : ndarray, bool
+        Working pixels masked by automatic object protection, (h, w).
+    control_points : ndarray, (N, 2)
+        Fitted control points as (x, y) full-resolution pixel coordinates.
+    loss_history : list of float
+        Loss per epoch, protection refits appended.
+    epochs_run : int
+        Epochs run in total.
+    timings : dict
+        Seconds per stage.
+    out_of_range : dict
+        ``{"below": n, "above": n}``: valid pixels of ``corrected`` below 0 or above the
+        input's maximum. Nothing is clipped.
+    config : Config
+        The parameters used.
+    model : BackgroundModel
+        The fitted model, for re-evaluation.
+    downscaling_factor : int
+        The factor actually used.
+    sky_level : ndarray (C,), float32
+        Per-channel median of the model: what ``pedestal="median"`` added back
+        (subtract) or multiplied back (divide). Pass it to :func:`correct` and
+        :func:`correction_factor` to repeat this correction exactly.
+    info : dict
+        Diagnostics: whether XLA compiled the step, usable and protected working pixels.
+    """
+
+    background: np.ndarray
+    corrected: np.ndarray
+    working_image: np.ndarray
+    working_mask: np.ndarray
+    protected: np.ndarray
+    control_points: np.ndarray
+    loss_history: list[float]
+    epochs_run: int
+    timings: dict[str, float]
+    out_of_range: dict[str, int]
+    config: Config
+    model: BackgroundModel
+    downscaling_factor: int
+    sky_level: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def evaluate(self, shape: tuple[int, int] | None = None) -> np.ndarray:
+        """Linear background at ``shape`` (same rank convention as ``background``)."""
+        out = self.model.evaluate(shape)
+        return out[..., 0] if self.background.ndim == 2 else out
+

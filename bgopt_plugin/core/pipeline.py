@@ -1,0 +1,220 @@
+"""The pipeline: prepare, protect, fit, evaluate, correct; one function, numpy in and out.
+
+Host-agnostic: front ends convert their layouts to channels-last arrays and call
+:func:`fit_background`. Each stage is its own module; TensorFlow is imported by the fit
+stage (:mod:`.optimize`) alone.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from .correct import correct, sky_level
+from .model import BackgroundModel, BackgroundResult, evaluation_step
+from .parameters import Config, ProgressEvent
+from .prepare import as_channels_last, prepare, unmask
+from .protect import object_mask, smooth_valid
+from .sampling import initial_points, initial_values, missing_pixels
+from .spline import SplineParams, robust_fit, solve
+from .stretch import extended_mtf
+
+__all__ = ["fit_background"]
+
+#: Object protection is dropped if it would leave fewer usable working pixels than this share.
+MIN_SKY_SHARE = 0.05
+#: Smoothing scale (working pixels) of the image that bounds the model under objects.
+CEILING_SCALE = 1.0
+_ROWS = 256  # rows per chunk for full-resolution passes
+
+
+def _emit(config: Config, stage: str, step: int = 0, total: int = 0,
+          loss: float | None = None, message: str = "") -> None:
+    if config.progress is not None:
+        config.progress(ProgressEvent(stage, step, total, loss, message))
+
+
+def _ceiling(linear: np.ndarray, protected: np.ndarray, query: np.ndarray, noise: np.ndarray):
+    """Upper bounds for the model on protected pixels: the lightly smoothed image plus
+    two noise sigmas of that smoothed image (the sky is never brighter than the image).
+
+    ``noise`` is the per-channel pixel noise of ``linear`` (as object detection measured it).
+    """
+    valid = np.isfinite(linear).all(axis=-1)
+    bound = np.empty_like(linear, dtype=np.float64)
+    for c in range(linear.shape[-1]):
+        bound[..., c] = (smooth_valid(linear[..., c], valid, CEILING_SCALE, truncate=4.0)
+                         + 2.0 * noise[c] / (2 * np.sqrt(np.pi) * CEILING_SCALE))
+    where = (protected & valid).reshape(-1)
+    return query[where], bound.reshape(-1, linear.shape[-1])[where]
+
+
+def fit_background(image: Any, mask: Any = None, config: Config | None = None,
+                   **options: Any) -> BackgroundResult:
+    """Fit a smooth background to a linear image and remove it.
+
+    Parameters
+    ----------
+    image : array_like, (H, W) or (H, W, C) with C in {1, 3}
+        Linear data of any real dtype (integers are used as they are, not rescaled).
+        Zero, NaN and Inf pixels are treated as missing.
+    mask : array_like, optional
+        Weights in [0, 1], (H, W) or (H, W, C): 1 = use, 0 = ignore. A numpy masked
+        array's own mask (True = bad) is honoured as well, in either argument.
+    config : Config, optional
+        Parameters; keyword ``options`` override its fields.
+    **options
+        Any :class:`Config` field, e.g. ``n_control_points=16, seed=1``.
+
+    Returns
+    -------
+    BackgroundResult
+
+    Raises
+    ------
+    ValueError
+        For a constant, empty or fully masked image, too few valid working pixels,
+        an image smaller than the downscaling factor, a mask of the wrong shape, an
+        all-NaN channel, or a wrong shape or dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bgopt_plugin import fit_background
+    >>> yy, xx = np.mgrid[0:96, 0:128]
+    >>> sky = 0.1 + 0.001 * xx + np.random.default_rng(0).normal(0, 0.002, (96, 128))
+    >>> res = fit_background(sky, seed=1, epochs=100, protect=False)
+    >>> res.background.shape, res.corrected.dtype
+    ((96, 128), dtype('float32'))
+    """
+    config = config or Config()
+    if options:
+        config = Config.from_options(**{**config.to_dict(), "progress": config.progress, **options})
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    image, mask = unmask(image, mask)
+    arr, squeeze = as_channels_last(image)
+    h, w, n_chan = arr.shape
+    _emit(config, "prepare", 0, 1, message="stretching and downscaling")
+    prep = prepare(arr, mask, config)
+    _emit(config, "prepare", 1, 1, message="stretching and downscaling")
+    data, stretch, factor = prep.data, prep.stretch, prep.factor
+    working, weights, usable = prep.working, prep.weights, prep.usable
+    n_usable = int(usable.sum())
+    timings["prepare"] = time.perf_counter() - t0
+
+    # --- objects, then the fit -------------------------------------------------------
+    t1 = time.perf_counter()
+    long_side = float(max(h, w))
+    hw_, ww_ = working.shape[:2]
+    extent = (h / long_side, w / long_side)
+    iy, ix = np.mgrid[0:hw_, 0:ww_]
+    q_all = np.stack([(iy + 0.5) * factor / long_side, (ix + 0.5) * factor / long_side],
+                     axis=-1).reshape(-1, 2)
+    linear = stretch.unstretch(working)       # normalised linear units, NaN where no data
+    protected = np.zeros((hw_, ww_), dtype=bool)
+    found = None
+    info: dict[str, Any] = {}
+    if config.protect:
+        _emit(config, "protect", 0, 1, message="finding objects")
+        found = object_mask(linear, np.isfinite(working).all(axis=-1), weights, q_all, extent,
+                            n_final=config.n_control_points, seed_sigma=config.protect_sigma,
+                            grow=config.protect_grow, order=config.order)
+        left = weights * ~found.flags[..., None]
+        n_left = int((left.max(axis=-1) > 0).sum())
+        if n_left >= max(MIN_SKY_SHARE * n_usable, 3 * (config.n_control_points + 3)):
+            protected = found.flags & usable
+            weights = left
+        else:
+            info["protection_skipped"] = "objects would leave too little sky"
+        info["regions_returned_to_sky"] = found.cleared
+        _emit(config, "protect", 1, 1, message="finding objects")
+    timings["protect"] = time.perf_counter() - t1
+
+    from .optimize import fit_spline
+
+    t1 = time.perf_counter()
+    rng = np.random.default_rng(config.seed)
+    points = initial_points(config.n_control_points, extent, config.initializer, rng).astype(np.float64)
+    wt = weights.reshape(-1, n_chan)
+    y_lin = np.nan_to_num(linear).reshape(-1, n_chan)
+    ceiling = _ceiling(linear, protected, q_all, found.noise) if protected.any() else None
+    if config.init_solve == "lstsq":
+        sel = wt.max(axis=1) > 0
+        init = robust_fit(points, q_all[sel], y_lin[sel], wt[sel], config.order,
+                          smoothing=config.smoothing, two_sided=config.protect, ceiling=ceiling)
+    else:
+        vals = initial_values(working, weights, points, float(max(hw_, ww_)))
+        w_, v_ = solve(points, stretch.unstretch(vals), config.order, config.regularization)
+        init = SplineParams(points, w_, v_, config.order)
+
+    def on_block(done: int, loss: float) -> None:
+        _emit(config, "fit", done, config.epochs, loss, "fit")
+
+    y_st = np.nan_to_num(working).reshape(-1, n_chan)
+    bound = cap = None
+    if ceiling is not None:
+        bound = np.zeros_like(y_st)
+        cap = np.zeros_like(y_st)
+        under = (protected & np.isfinite(working).all(axis=-1)).reshape(-1)
+        bound[under] = extended_mtf(ceiling[1].astype(np.float32), stretch.midtones.astype(np.float32))
+        cap[under] = 1.0
+    _emit(config, "fit", 0, config.epochs, message="fit")
+    fit = fit_spline(q_all, y_st, wt, stretch.midtones, init,
+                     alpha=config.alpha, learning_rate=config.learning_rate, epochs=config.epochs,
+                     bound=bound, cap=cap, on_block=on_block)
+    params = fit.params
+    history = fit.loss_history
+    if fit.epochs_run < config.epochs:   # stopped early on a plateau: the stage is complete
+        _emit(config, "fit", config.epochs, config.epochs, fit.best_loss,
+              f"converged at epoch {fit.epochs_run}")
+    timings["fit"] = time.perf_counter() - t1
+
+    # --- full resolution ---------------------------------------------------------------
+    t2 = time.perf_counter()
+    model = BackgroundModel(params, stretch, (h, w))
+    background = model.evaluate(
+        (h, w), on_chunk=lambda k, n: _emit(config, "evaluate", k, n, message="full resolution"))
+    timings["evaluate"] = time.perf_counter() - t2
+
+    t3 = time.perf_counter()
+    # The sky level of the model; a regular subsample is exact enough for a smooth model.
+    sub = max(1, evaluation_step((h, w)) // 2)
+    level = sky_level(background[::sub, ::sub])
+    corrected = np.empty_like(background)
+    top = stretch.maximum.astype(np.float32)
+    below = above = 0
+    n_chunks = -(-h // _ROWS)
+    _emit(config, "correct", 0, n_chunks, message="correction")
+    for start in range(0, h, _ROWS):
+        rows = slice(start, start + _ROWS)
+        d = data[rows]
+        missing = missing_pixels(d)
+        out = corrected[rows]
+        out[...] = correct(d, background[rows], config, level=level, missing=missing)
+        valid = ~missing
+        below += int(np.count_nonzero((out < 0) & valid))
+        above += int(np.count_nonzero((out > top) & valid))
+        _emit(config, "correct", start // _ROWS + 1, n_chunks, message="correction")
+    out_of_range = {"below": below, "above": above}
+    timings["correct"] = time.perf_counter() - t3
+    timings["total"] = time.perf_counter() - t0
+
+    cp = params.centers.astype(np.float64) * long_side - 0.5
+    control_points = np.stack([cp[:, 1], cp[:, 0]], axis=1)
+    _emit(config, "done", 1, 1, message="done")
+
+    def shaped(a: np.ndarray) -> np.ndarray:
+        return a[..., 0] if squeeze else a
+
+    return BackgroundResult(
+        background=shaped(background), corrected=shaped(corrected),
+        working_image=shaped(working), working_mask=shaped(weights), protected=protected,
+        control_points=control_points, loss_history=history, epochs_run=fit.epochs_run,
+        timings=timings, out_of_range=out_of_range, config=config, model=model,
+        downscaling_factor=factor, sky_level=level,
+        info={"jit_compiled": fit.jit_compiled, "valid_working_pixels": n_usable,
+              "protected_pixels": int(protected.sum()), **info},
+    )

@@ -1,0 +1,105 @@
+"""Pixel layouts of the hosts <-> the core's channels-last float32.
+
+FITS files and Siril's ``get_image_pixeldata`` give channels-first planes, (H, W) or
+(C, H, W), as float32 or integers; the core takes (H, W, C) float32. Integer samples are
+divided by their full scale (65535 for 16-bit, as Siril does), and that factor goes back
+with the data so that it can be recorded and undone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["integer_scale", "planes_to_channels_last", "channels_last_to_planes"]
+
+
+def integer_scale(dtype: np.dtype) -> float:
+    """Full-scale value used to normalise integer samples to [0, 1] (as Siril does).
+
+    Examples
+    --------
+    >>> integer_scale(np.dtype(np.uint16)), integer_scale(np.dtype(np.float32))
+    (65535.0, 1.0)
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        return float(np.iinfo(dtype).max)
+    return 1.0
+
+
+def planes_to_channels_last(planes: np.ndarray) -> tuple[np.ndarray, float]:
+    """(H, W) or (C, H, W) planes of any real dtype -> ((H, W, C) float32, scale).
+
+    One pass per plane; integers are divided by :func:`integer_scale`.
+
+    Raises
+    ------
+    ValueError
+        For another rank, or a plane count other than 1 or 3.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> data, scale = planes_to_channels_last(np.full((3, 2, 4), 65535, np.uint16))
+    >>> data.shape, data.dtype, float(data.max()), scale
+    ((2, 4, 3), dtype('float32'), 1.0, 65535.0)
+    """
+    raw = np.asarray(planes)
+    if raw.ndim == 2:
+        raw = raw[None]
+    elif not (raw.ndim == 3 and raw.shape[0] in (1, 3)):
+        raise ValueError(f"unsupported dimensionality {np.shape(planes)} "
+                         "(need 2-D, or 3-D with 1 or 3 planes)")
+    scale = integer_scale(raw.dtype)
+    data = np.empty(raw.shape[1:] + (raw.shape[0],), dtype=np.float32)
+    for k in range(raw.shape[0]):
+        data[..., k] = raw[k]
+        if scale != 1.0:
+            data[..., k] /= np.float32(scale)
+    return data, scale
+
+
+def channels_last_to_planes(data: np.ndarray, ndim: int, dtype: np.dtype = np.float32,
+                            clip: bool = False) -> tuple[np.ndarray, int]:
+    """(H, W[, C]) float data -> planes of rank ``ndim`` and sample type ``dtype``.
+
+    Parameters
+    ----------
+    data : ndarray (H, W) or (H, W, C)
+    ndim : {2, 3}
+        Rank of the planes wanted: (H, W) or (C, H, W).
+    dtype : numpy dtype
+        ``float32``, or an integer type: values are then multiplied by its full scale,
+        rounded, and clipped to its range.
+    clip : bool
+        Clip float output to [0, 1] (Siril's float range). Integer output is always
+        clipped to the type's range.
+
+    Returns
+    -------
+    (ndarray, int)
+        C-contiguous planes and the number of values that were clipped (NaN included,
+        written as 0).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> planes, n = channels_last_to_planes(np.array([[[0.5], [1.2]]]), 2, np.uint16)
+    >>> planes.tolist(), n
+    ([[32768, 65535]], 1)
+    """
+    arr = np.asarray(data, dtype=np.float32)
+    if ndim == 3:
+        arr = np.moveaxis(arr if arr.ndim == 3 else arr[..., None], -1, 0)
+    elif arr.ndim == 3:
+        arr = arr[..., 0]
+    dtype = np.dtype(dtype)
+    integer = dtype.kind in "iu"
+    if not (integer or clip):
+        return np.ascontiguousarray(arr, dtype=dtype), 0
+    bad = ~np.isfinite(arr)
+    clipped = int(np.count_nonzero(bad | (arr < 0) | (arr > 1)))
+    out = np.clip(np.where(bad, np.float32(0), arr), 0.0, 1.0)
+    if integer:
+        out = np.rint(out * np.float32(integer_scale(dtype))).astype(dtype)
+    return np.ascontiguousarray(out, dtype=dtype), clipped

@@ -1,0 +1,88 @@
+"""The engine's other paths end to end, each against a true background.
+
+The scene tests (test_engine.py) run the defaults; these run the options users can pick
+(initial solve, block statistic, spline order, divide with each pedestal), a frame large
+enough for the coarse-grid evaluation and the subsampled sky level, and a batch that must
+compile the training step once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+import bgopt_plugin as bgopt
+from bgopt_plugin.cli import main
+from bgopt_plugin.core import correct, correction_factor, evaluation_step, optimize
+from bgopt_plugin.data.synthetic import make_scene, score
+
+#: Residual over all pixels reached by each option on the dome scene at 300 epochs, with
+#: margin (defaults: 0.8 %). Orders 1 and 4 are much less accurate on a dome
+#: (benchmarks/README.md); the bound still fails a fit that does nothing (about 30 %).
+OPTION_RESIDUAL = [
+    ({"init_solve": "interpolate"}, 0.02),
+    ({"downscaling_func": "mean"}, 0.03),
+    ({"order": 1}, 0.09),
+    ({"order": 3}, 0.025),
+    ({"order": 4}, 0.16),
+]
+
+
+@pytest.mark.parametrize("options,bound", OPTION_RESIDUAL, ids=lambda o: str(o))
+def test_options_fit_the_dome(options, bound):
+    scene = make_scene("dome")
+    res = bgopt.fit_background(scene.image, seed=1, epochs=300, **options)
+    s = score(scene, res.background, res.corrected)
+    assert s["residual"] < bound, f"{options}: {100 * s['residual']:.2f}%"
+    for name, value in options.items():
+        assert getattr(res.config, name) == value
+
+
+def test_large_frame_uses_the_coarse_grid_and_stays_accurate():
+    scene = make_scene("dome", shape=(1200, 1800))
+    assert evaluation_step(scene.image.shape[:2]) > 1     # the bicubic upsampling path
+    res = bgopt.fit_background(scene.image, seed=1, epochs=100)
+    s = score(scene, res.background, res.corrected)
+    assert s["residual"] < 0.01, f"{100 * s['residual']:.2f}%"
+    # the sky level from the subsample is the full median to far below the noise
+    full = np.median(res.background.reshape(-1, 3), axis=0)
+    np.testing.assert_allclose(res.sky_level, full, rtol=2e-4)
+
+
+@pytest.mark.parametrize("pedestal", ["median", "none", 0.01])
+def test_divide_with_each_pedestal(pedestal):
+    scene = make_scene("vignetting")
+    res = bgopt.fit_background(scene.image, seed=1, epochs=300, correction="divide",
+                               pedestal=pedestal)
+    s = score(scene, res.background, res.corrected)
+    assert s["residual"] < 0.015 and s["flux_kept"] > 0.95
+    flat = scene.image / res.background
+    expected = {"median": flat * res.sky_level, "none": flat, 0.01: flat + 0.01}[pedestal]
+    valid = np.isfinite(scene.image) & (scene.image != 0)
+    np.testing.assert_allclose(res.corrected[valid], expected[valid], rtol=1e-5, atol=1e-7)
+    # the engine's own factor repeats the correction exactly (hosts use it for uncertainty)
+    again = correct(scene.image, res.background, res.config, level=res.sky_level)
+    np.testing.assert_array_equal(again, res.corrected)
+    factor = correction_factor(res.background, res.config, res.sky_level)
+    np.testing.assert_allclose(scene.image * factor + (0.01 if pedestal == 0.01 else 0),
+                               res.corrected, rtol=1e-6, atol=1e-7)
+
+
+def test_two_frames_of_one_size_compile_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(optimize, "_CACHE", {})
+    compiled = []
+    original = optimize._Trainer.compile
+
+    def counting(self):
+        compiled.append(1)
+        return original(self)
+    monkeypatch.setattr(optimize._Trainer, "compile", counting)
+    a = make_scene("dome", shape=(120, 180), seed=1).image
+    b = make_scene("dome", shape=(120, 180), seed=2).image.copy()
+    b[:9] = 0.0                         # a border: fewer usable pixels, same frame size
+    for name, img in (("a", a), ("b", b)):
+        fits.writeto(tmp_path / f"{name}.fits", np.moveaxis(img, -1, 0))
+    assert main([str(tmp_path / "a.fits"), str(tmp_path / "b.fits"), "-o", str(tmp_path / "out"),
+                 "-e", "60", "--seed", "1", "-q"]) == 0
+    assert len(compiled) == 1
