@@ -84,5 +84,5 @@ def test_two_frames_of_one_size_compile_once(tmp_path, monkeypatch):
     for name, img in (("a", a), ("b", b)):
         fits.writeto(tmp_path / f"{name}.fits", np.moveaxis(img, -1, 0))
     assert main([str(tmp_path / "a.fits"), str(tmp_path / "b.fits"), "-o", str(tmp_path / "out"),
-                 "-e", "60", "--seed", "1", "-q"]) == 0
+                 "-e", "60", "--seed", "1", "-q", "-j", "1"]) == 0
     assert len(compiled) == 1

@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_options(p)
     p.add_argument("--format", choices=["same", "fits", "xisf"], default="same",
                    help="output format (default: same as the input)")
+    p.add_argument("-j", "--jobs", type=int, default=default_jobs(), metavar="N",
+                   help="files processed at once, each by its own worker process that holds "
+                        "one file in memory (default: the number of cores, here %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--no-model", action="store_true", help="do not write the background model")
     p.add_argument("--plots", action="store_true",
@@ -67,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="per-stage statistics and tracebacks")
     p.add_argument("--version", action="version", version=f"bgopt {__version__}")
     return p
+
+
+def default_jobs() -> int:
+    """The number of cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 class _Reporter:
@@ -230,6 +241,9 @@ def run(argv: list[str]) -> int:
     except ParameterError as exc:
         rep.error(f"{option_name(exc.name)}: {exc.problem}")
         return EXIT_FAILED
+    if args.jobs < 1:
+        rep.error(f"--jobs: must be an integer >= 1, got {args.jobs}")
+        return EXIT_FAILED
     try:
         out_dir = bio.check_output_dir(args.output_dir)
         if args.mask:
@@ -246,8 +260,13 @@ def run(argv: list[str]) -> int:
     failures = [src for src, _ in plan.refused]
     for _, message in plan.refused:
         rep.error(message)
+    workers = min(args.jobs, len(plan.jobs))
     try:
-        for job in plan.jobs:
+        if workers > 1:
+            from .parallel import run_parallel
+
+            failures += run_parallel(plan.jobs, args, rep, workers)
+        for job in plan.jobs if workers <= 1 else ():
             try:
                 _process(job, args, rep)
             except (ValueError, OSError) as exc:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 from .parameters import Config
-from .sampling import missing_pixels
 
 __all__ = ["correct", "correction_factor", "sky_level"]
 
+_DIVIDE_NEEDS_POSITIVE = ("correction='divide' needs a positive background model; "
+                          "use correction='subtract' for data with a pedestal at or below 0")
+
 
 def correct(data: np.ndarray, background: np.ndarray, config: Config,
-            level: np.ndarray | None = None, missing: np.ndarray | None = None) -> np.ndarray:
+            level: np.ndarray | None = None, missing: np.ndarray | None = None,
+            out: np.ndarray | None = None) -> np.ndarray:
     """Remove a linear background from channels-last data (see ``Config.correction``).
 
     Zero, NaN and Inf pixels of ``data`` (missing data) are returned unchanged.
@@ -19,31 +22,51 @@ def correct(data: np.ndarray, background: np.ndarray, config: Config,
     Parameters
     ----------
     data, background : ndarray (..., C)
+        ``background`` must be finite (and positive for ``divide``), as a fitted model is.
     config : Config
         ``correction`` and ``pedestal`` are used.
     level : ndarray (C,), optional
         The model median used by ``pedestal="median"`` (computed from ``background``
-        when not given; pass it when correcting an image in chunks).
+        when not given; pass ``BackgroundResult.sky_level`` to repeat a correction, or
+        when correcting an image in chunks).
     missing : ndarray of bool, optional
         Pixels to return unchanged (default: zero, NaN and Inf pixels of ``data``).
+    out : ndarray of float32, optional
+        Where to write the result (may not be ``data`` itself).
 
     Returns
     -------
     ndarray, float32
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bgopt_plugin.core import Config
+    >>> data = np.array([[0.5], [0.0], [np.nan]], np.float32)
+    >>> correct(data, np.full((3, 1), 0.2, np.float32), Config(), level=np.float32([0.1]))[:, 0]
+    array([0.4, 0. , nan], dtype=float32)
     """
     data = np.asarray(data, dtype=np.float32)
     level = sky_level(background) if level is None else level
+    if out is None:
+        out = np.empty(np.broadcast_shapes(data.shape, background.shape), dtype=np.float32)
     if config.correction == "divide":
-        out = data * correction_factor(background, config, level)
+        if not (background > 0).all():
+            raise ValueError(_DIVIDE_NEEDS_POSITIVE)
+        np.divide(data, background, out=out, dtype=np.float32)
+        if config.pedestal == "median":
+            out *= level
     else:
-        out = np.subtract(data, background, dtype=np.float32)
+        np.subtract(data, background, out=out, dtype=np.float32)
         if config.pedestal == "median":
             out += level
     if config.pedestal not in ("median", "none"):
         out += np.float32(config.pedestal)
-    if missing is None:
-        missing = missing_pixels(data)
-    np.copyto(out, data, where=missing)
+    if missing is not None:
+        np.copyto(out, data, where=missing)
+    elif config.correction == "subtract" or config.pedestal not in ("median", "none"):
+        # NaN and Inf pass through a finite model unchanged; only zeros must be restored.
+        np.copyto(out, np.float32(0), where=data == 0)
     return out
 
 
@@ -56,8 +79,7 @@ def correction_factor(background: np.ndarray, config: Config,
                       level: np.ndarray | None = None) -> np.ndarray:
     """Per-pixel multiplier of a ``divide`` correction (``median(model) / model``)."""
     if not (background > 0).all():
-        raise ValueError("correction='divide' needs a positive background model; "
-                         "use correction='subtract' for data with a pedestal at or below 0")
+        raise ValueError(_DIVIDE_NEEDS_POSITIVE)
     if config.pedestal == "median":
         numerator = sky_level(background) if level is None else level
     else:

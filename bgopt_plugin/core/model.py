@@ -59,8 +59,10 @@ class BackgroundModel:
         step : int, optional
             Exact-evaluation grid step (see :func:`evaluation_step`).
         """
-        out = self.evaluate_normalized(shape, step, on_chunk)
-        return self.stretch.denormalize(out, out=out)
+        shape = tuple(shape or self.shape)[:2]
+        step = evaluation_step(shape) if step is None else int(step)
+        return evaluate_image(self.spline, shape, step=step, on_chunk=on_chunk,
+                              affine=(self.stretch.scale, self.stretch.pedestal))
 
 
 @dataclass

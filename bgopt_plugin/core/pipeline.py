@@ -11,13 +11,14 @@ import time
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .correct import correct, sky_level
 from .model import BackgroundModel, BackgroundResult, evaluation_step
 from .parameters import Config, ProgressEvent
 from .prepare import as_channels_last, prepare, unmask
 from .protect import object_mask, smooth_valid
-from .sampling import initial_points, initial_values, missing_pixels
+from .sampling import initial_points, initial_values
 from .spline import SplineParams, robust_fit, solve
 from .stretch import extended_mtf
 
@@ -27,7 +28,6 @@ __all__ = ["fit_background"]
 MIN_SKY_SHARE = 0.05
 #: Smoothing scale (working pixels) of the image that bounds the model under objects.
 CEILING_SCALE = 1.0
-_ROWS = 256  # rows per chunk for full-resolution passes
 
 
 def _emit(config: Config, stage: str, step: int = 0, total: int = 0,
@@ -106,71 +106,74 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None,
     timings["prepare"] = time.perf_counter() - t0
 
     # --- objects, then the fit -------------------------------------------------------
-    t1 = time.perf_counter()
-    long_side = float(max(h, w))
-    hw_, ww_ = working.shape[:2]
-    extent = (h / long_side, w / long_side)
-    iy, ix = np.mgrid[0:hw_, 0:ww_]
-    q_all = np.stack([(iy + 0.5) * factor / long_side, (ix + 0.5) * factor / long_side],
-                     axis=-1).reshape(-1, 2)
-    linear = stretch.unstretch(working)       # normalised linear units, NaN where no data
-    protected = np.zeros((hw_, ww_), dtype=bool)
-    found = None
-    info: dict[str, Any] = {}
-    if config.protect:
-        _emit(config, "protect", 0, 1, message="finding objects")
-        found = object_mask(linear, np.isfinite(working).all(axis=-1), weights, q_all, extent,
-                            n_final=config.n_control_points, seed_sigma=config.protect_sigma,
-                            grow=config.protect_grow, order=config.order)
-        left = weights * ~found.flags[..., None]
-        n_left = int((left.max(axis=-1) > 0).sum())
-        if n_left >= max(MIN_SKY_SHARE * n_usable, 3 * (config.n_control_points + 3)):
-            protected = found.flags & usable
-            weights = left
+    # One BLAS thread for the solves: a thread count changes how LAPACK splits its sums,
+    # so with it the same seed gives the same model on any machine and in any worker.
+    with threadpool_limits(limits=1, user_api="blas"):
+        t1 = time.perf_counter()
+        long_side = float(max(h, w))
+        hw_, ww_ = working.shape[:2]
+        extent = (h / long_side, w / long_side)
+        iy, ix = np.mgrid[0:hw_, 0:ww_]
+        q_all = np.stack([(iy + 0.5) * factor / long_side, (ix + 0.5) * factor / long_side],
+                         axis=-1).reshape(-1, 2)
+        linear = stretch.unstretch(working)       # normalised linear units, NaN where no data
+        protected = np.zeros((hw_, ww_), dtype=bool)
+        found = None
+        info: dict[str, Any] = {}
+        if config.protect:
+            _emit(config, "protect", 0, 1, message="finding objects")
+            found = object_mask(linear, np.isfinite(working).all(axis=-1), weights, q_all, extent,
+                                n_final=config.n_control_points, seed_sigma=config.protect_sigma,
+                                grow=config.protect_grow, order=config.order)
+            left = weights * ~found.flags[..., None]
+            n_left = int((left.max(axis=-1) > 0).sum())
+            if n_left >= max(MIN_SKY_SHARE * n_usable, 3 * (config.n_control_points + 3)):
+                protected = found.flags & usable
+                weights = left
+            else:
+                info["protection_skipped"] = "objects would leave too little sky"
+            info["regions_returned_to_sky"] = found.cleared
+            _emit(config, "protect", 1, 1, message="finding objects")
+        timings["protect"] = time.perf_counter() - t1
+
+        from .optimize import fit_spline
+
+        t1 = time.perf_counter()
+        rng = np.random.default_rng(config.seed)
+        points = initial_points(config.n_control_points, extent, config.initializer, rng).astype(np.float64)
+        wt = weights.reshape(-1, n_chan)
+        y_lin = np.nan_to_num(linear).reshape(-1, n_chan)
+        ceiling = _ceiling(linear, protected, q_all, found.noise) if protected.any() else None
+        if config.init_solve == "lstsq":
+            sel = wt.max(axis=1) > 0
+            init = robust_fit(points, q_all[sel], y_lin[sel], wt[sel], config.order,
+                              smoothing=config.smoothing, two_sided=config.protect, ceiling=ceiling)
         else:
-            info["protection_skipped"] = "objects would leave too little sky"
-        info["regions_returned_to_sky"] = found.cleared
-        _emit(config, "protect", 1, 1, message="finding objects")
-    timings["protect"] = time.perf_counter() - t1
+            vals = initial_values(working, weights, points, float(max(hw_, ww_)))
+            w_, v_ = solve(points, stretch.unstretch(vals), config.order, config.regularization)
+            init = SplineParams(points, w_, v_, config.order)
 
-    from .optimize import fit_spline
+        def on_block(done: int, loss: float) -> None:
+            _emit(config, "fit", done, config.epochs, loss, "fit")
 
-    t1 = time.perf_counter()
-    rng = np.random.default_rng(config.seed)
-    points = initial_points(config.n_control_points, extent, config.initializer, rng).astype(np.float64)
-    wt = weights.reshape(-1, n_chan)
-    y_lin = np.nan_to_num(linear).reshape(-1, n_chan)
-    ceiling = _ceiling(linear, protected, q_all, found.noise) if protected.any() else None
-    if config.init_solve == "lstsq":
-        sel = wt.max(axis=1) > 0
-        init = robust_fit(points, q_all[sel], y_lin[sel], wt[sel], config.order,
-                          smoothing=config.smoothing, two_sided=config.protect, ceiling=ceiling)
-    else:
-        vals = initial_values(working, weights, points, float(max(hw_, ww_)))
-        w_, v_ = solve(points, stretch.unstretch(vals), config.order, config.regularization)
-        init = SplineParams(points, w_, v_, config.order)
-
-    def on_block(done: int, loss: float) -> None:
-        _emit(config, "fit", done, config.epochs, loss, "fit")
-
-    y_st = np.nan_to_num(working).reshape(-1, n_chan)
-    bound = cap = None
-    if ceiling is not None:
-        bound = np.zeros_like(y_st)
-        cap = np.zeros_like(y_st)
-        under = (protected & np.isfinite(working).all(axis=-1)).reshape(-1)
-        bound[under] = extended_mtf(ceiling[1].astype(np.float32), stretch.midtones.astype(np.float32))
-        cap[under] = 1.0
-    _emit(config, "fit", 0, config.epochs, message="fit")
-    fit = fit_spline(q_all, y_st, wt, stretch.midtones, init,
-                     alpha=config.alpha, learning_rate=config.learning_rate, epochs=config.epochs,
-                     bound=bound, cap=cap, on_block=on_block)
-    params = fit.params
-    history = fit.loss_history
-    if fit.epochs_run < config.epochs:   # stopped early on a plateau: the stage is complete
-        _emit(config, "fit", config.epochs, config.epochs, fit.best_loss,
-              f"converged at epoch {fit.epochs_run}")
-    timings["fit"] = time.perf_counter() - t1
+        y_st = np.nan_to_num(working).reshape(-1, n_chan)
+        bound = cap = None
+        if ceiling is not None:
+            bound = np.zeros_like(y_st)
+            cap = np.zeros_like(y_st)
+            under = (protected & np.isfinite(working).all(axis=-1)).reshape(-1)
+            bound[under] = extended_mtf(ceiling[1].astype(np.float32), stretch.midtones.astype(np.float32))
+            cap[under] = 1.0
+        _emit(config, "fit", 0, config.epochs, message="fit")
+        fit = fit_spline(q_all, y_st, wt, stretch.midtones, init,
+                         alpha=config.alpha, learning_rate=config.learning_rate, epochs=config.epochs,
+                         bound=bound, cap=cap, on_block=on_block)
+        params = fit.params
+        history = fit.loss_history
+        if fit.epochs_run < config.epochs:   # stopped early on a plateau: the stage is complete
+            _emit(config, "fit", config.epochs, config.epochs, fit.best_loss,
+                  f"converged at epoch {fit.epochs_run}")
+        timings["fit"] = time.perf_counter() - t1
 
     # --- full resolution ---------------------------------------------------------------
     t2 = time.perf_counter()
@@ -186,18 +189,23 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None,
     corrected = np.empty_like(background)
     top = stretch.maximum.astype(np.float32)
     below = above = 0
-    n_chunks = -(-h // _ROWS)
+    # Chunks of a few MB: each chunk's passes (correct, restore zeros, count) then run in
+    # cache and the image's memory is crossed about once.
+    rows = max(1, (2 << 20) // max(1, background[0].nbytes))
+    n_chunks = -(-h // rows)
     _emit(config, "correct", 0, n_chunks, message="correction")
-    for start in range(0, h, _ROWS):
-        rows = slice(start, start + _ROWS)
-        d = data[rows]
-        missing = missing_pixels(d)
-        out = corrected[rows]
-        out[...] = correct(d, background[rows], config, level=level, missing=missing)
-        valid = ~missing
-        below += int(np.count_nonzero((out < 0) & valid))
-        above += int(np.count_nonzero((out > top) & valid))
-        _emit(config, "correct", start // _ROWS + 1, n_chunks, message="correction")
+    for k, start in enumerate(range(0, h, rows)):
+        part = slice(start, start + rows)
+        out = correct(data[part], background[part], config, level=level, out=corrected[part])
+        # NaN compares False; an infinite input stays infinite and is not a valid pixel.
+        low, high = int(np.count_nonzero(out < 0)), int(np.count_nonzero(out > top))
+        if low and not np.isfinite(out.min()):
+            low -= int(np.count_nonzero(np.isneginf(out)))
+        if high:
+            high -= int(np.count_nonzero(np.isposinf(out)))
+        below, above = below + low, above + high
+        if (k + 1) % 16 == 0 or k + 1 == n_chunks:
+            _emit(config, "correct", k + 1, n_chunks, message="correction")
     out_of_range = {"below": below, "above": above}
     timings["correct"] = time.perf_counter() - t3
     timings["total"] = time.perf_counter() - t0

@@ -293,14 +293,19 @@ def evaluate_grid(params: SplineParams, rows: np.ndarray, cols: np.ndarray, unit
 
 
 def evaluate_image(params: SplineParams, shape: tuple[int, int], step: int = 1,
-                   budget_bytes: int = 64 << 20, on_chunk=None) -> np.ndarray:
+                   budget_bytes: int = 64 << 20, on_chunk=None, affine=None) -> np.ndarray:
     """Spline values at every pixel of a full-resolution image of ``shape`` (H, W).
 
     With ``step > 1`` the spline is evaluated exactly on every ``step``-th row and
-    column (plus a margin) and brought to full resolution by separable cubic-spline
-    interpolation (two small matrix products per channel), which is much faster for a
-    smooth background and agrees with the exact values far below the noise (see the
-    benchmarks' "upsample err" column).
+    column (plus a margin) and brought to full resolution by separable cubic
+    convolution (Catmull-Rom, 4 taps): a small dense pass along the rows, then one sparse
+    matrix product down the columns that writes each output value once. For a smooth
+    background this agrees with the exact values to about 1e-5 of the model's range (the
+    benchmarks' "upsample err" column) at a few times the cost of a memory copy.
+
+    ``affine = (scale, offset)``, per channel, maps the values to ``value * scale +
+    offset``; on the coarse path it is applied to the coarse grid, which is exact because
+    the interpolation weights sum to 1, so it costs no pass over the image.
 
     Returns
     -------
@@ -309,33 +314,48 @@ def evaluate_image(params: SplineParams, shape: tuple[int, int], step: int = 1,
     h, w = shape
     unit = float(max(h, w))
     if step <= 1 or min(h, w) < 4 * step:
-        return evaluate_grid(params, np.arange(h), np.arange(w), unit, budget_bytes, on_chunk)
+        out = evaluate_grid(params, np.arange(h), np.arange(w), unit, budget_bytes, on_chunk)
+        if affine is not None:
+            out *= np.float32(affine[0])
+            out += np.float32(affine[1])
+        return out
     ry = np.arange(-step, h + 2 * step, step, dtype=np.float64)
     rx = np.arange(-step, w + 2 * step, step, dtype=np.float64)
-    coarse = evaluate_grid(params, ry, rx, unit, budget_bytes)
-    mat_y = _interp_matrix(ry, np.arange(h, dtype=np.float64))
-    mat_x = _interp_matrix(rx, np.arange(w, dtype=np.float64))
-    n_chan = coarse.shape[-1]
-    out = np.empty((h, w, n_chan), dtype=np.float32)
-    block = max(1, budget_bytes // (4 * w))
+    coarse = evaluate_grid(params, ry, rx, unit, budget_bytes)          # (ny, nx, C)
+    if affine is not None:
+        coarse = coarse * np.float32(affine[0]) + np.float32(affine[1])
+    ny, nx, n_chan = coarse.shape
+    # Along the rows: (w, nx) @ (nx, ny * C) -> (ny, w, C), small.
+    along = _cubic_matrix(rx, w) @ coarse.transpose(1, 0, 2).reshape(nx, ny * n_chan)
+    along = np.ascontiguousarray(along.reshape(w, ny, n_chan).transpose(1, 0, 2), np.float32)
+    along = along.reshape(ny, w * n_chan)
+    # Down the columns, in row chunks (for progress): (h, ny) sparse @ (ny, w * C).
+    mat_y = _cubic_matrix(ry, h)
+    out = np.empty((h, w * n_chan), dtype=np.float32)
+    n_chunks = max(1, h // 64)   # chunk temporaries of a few MB are reused, not re-faulted
+    bounds = np.linspace(0, h, n_chunks + 1).astype(int)
     if on_chunk is not None:
-        on_chunk(0, n_chan)
-    for c in range(n_chan):
-        cols_done = coarse[..., c] @ mat_x.T          # (len(ry), w)
-        for start in range(0, h, block):
-            out[start:start + block, :, c] = mat_y[start:start + block] @ cols_done
+        on_chunk(0, n_chunks)
+    for k in range(n_chunks):
+        lo, hi = bounds[k], bounds[k + 1]
+        out[lo:hi] = mat_y[lo:hi] @ along
         if on_chunk is not None:
-            on_chunk(c + 1, n_chan)
-    return out
+            on_chunk(k + 1, n_chunks)
+    return out.reshape(h, w, n_chan)
 
 
-def _interp_matrix(coarse: np.ndarray, fine: np.ndarray) -> np.ndarray:
-    """Matrix taking values at ``coarse`` to their cubic-spline interpolant at ``fine``."""
-    from scipy.interpolate import make_interp_spline
+def _cubic_matrix(coarse: np.ndarray, n: int):
+    """Sparse (n, len(coarse)) Catmull-Rom weights from a regular ``coarse`` grid to the
+    pixel indices 0..n-1 (which the grid covers with one step of margin each side)."""
+    from scipy.sparse import csr_matrix
 
-    basis = make_interp_spline(coarse, np.eye(len(coarse)), k=3)
-    mat = basis(fine)
-    # The weights decay fast away from each point; zero the tiny ones so float32 does not
-    # turn them into denormals, which slow matrix products tenfold.
-    mat[np.abs(mat) < 1e-9] = 0.0
-    return np.ascontiguousarray(mat, dtype=np.float32)
+    step = coarse[1] - coarse[0]
+    pos = (np.arange(n, dtype=np.float64) - coarse[0]) / step
+    base = np.floor(pos).astype(np.int64)
+    t = pos - base
+    weights = np.stack([((2 - t) * t - 1) * t / 2, ((3 * t - 5) * t * t + 2) / 2,
+                        ((4 - 3 * t) * t + 1) * t / 2, (t - 1) * t * t / 2], axis=1)
+    cols = np.clip(base[:, None] + np.arange(-1, 3), 0, len(coarse) - 1)
+    rows = np.repeat(np.arange(n), 4)
+    return csr_matrix((weights.ravel().astype(np.float32), (rows, cols.ravel())),
+                      shape=(n, len(coarse)))

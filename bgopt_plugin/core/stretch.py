@@ -75,6 +75,21 @@ STATS_SAMPLE = 2_000_000
 _ROWS = 256  # rows per chunk when mapping full-resolution arrays
 
 
+def _valid_range(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel minimum and maximum of the valid pixels (inf, -inf when there is none),
+    in row chunks of a few MB so that the image's memory is read once."""
+    n_chan = image.shape[-1]
+    low, high = np.full(n_chan, np.inf), np.full(n_chan, -np.inf)
+    rows = max(1, (2 << 20) // max(1, image[0].nbytes))
+    for start in range(0, image.shape[0], rows):
+        block = image[start:start + rows]
+        valid = ~missing_pixels(block)
+        for c in range(n_chan):   # per channel: numpy reduces a strided view in cache fast
+            low[c] = min(low[c], np.min(block[..., c], where=valid[..., c], initial=np.inf))
+            high[c] = max(high[c], np.max(block[..., c], where=valid[..., c], initial=-np.inf))
+    return low, high
+
+
 @dataclass(frozen=True)
 class Stretch:
     """Per-channel delinearizing stretch fitted on an image.
@@ -111,19 +126,18 @@ class Stretch:
         """
         h, w, n_chan = image.shape
         step = max(1, int(np.sqrt(h * w / STATS_SAMPLE)))
-        ped, top, scale, mid = (np.empty(n_chan) for _ in range(4))
+        scale, mid = np.empty(n_chan), np.empty(n_chan)
+        ped, top = _valid_range(image)
         for c in range(n_chan):
             x = image[..., c]
-            valid = ~missing_pixels(x)
-            if not valid.any():
+            if not np.isfinite(ped[c]):
                 raise ValueError(f"channel {c} has no valid pixel (all NaN, Inf or zero)")
-            ped[c] = float(np.min(x, where=valid, initial=np.inf))
-            top[c] = float(np.max(x, where=valid, initial=-np.inf))
+            valid = ~missing_pixels(x[::step, ::step])
             if not top[c] > ped[c]:
                 raise ValueError(f"channel {c} is constant: nothing to model")
-            sample = x[::step, ::step][valid[::step, ::step]].astype(np.float64) - ped[c]
+            sample = x[::step, ::step][valid].astype(np.float64) - ped[c]
             if sample.size < 16:
-                sample = x[valid].astype(np.float64) - ped[c]
+                sample = x[~missing_pixels(x)].astype(np.float64) - ped[c]
             scale[c] = float(np.quantile(sample, quantile))
             if not scale[c] > 0:
                 scale[c] = top[c] - ped[c]
