@@ -149,10 +149,16 @@ def child_engine(folder: Path, name: str) -> dict:
     t_write = time.perf_counter() - t
     rss = _peak_mb()  # before the accuracy checks below, which are not part of a run
     warm = bgopt.fit_background(image.data, seed=1).timings["fit"]  # compiled step reused
+    # One pass over the image's memory, as the stages pay it: a copy into a new array.
+    copies = []
+    for _ in range(3):
+        t = time.perf_counter()
+        np.copyto(np.empty_like(image.data), image.data)
+        copies.append(time.perf_counter() - t)
     out = {"tf_import": t_import, "read": t_read, "write": t_write, "epochs": res.epochs_run,
            "residual": _score(res.background, folder, name), "rss": rss, "fit_warm": warm,
            "device": device_name(), "factor": res.downscaling_factor,
-           "upsample_error": _upsample_error(res)}
+           "upsample_error": _upsample_error(res), "copy": min(copies)}
     out.update({k: v for k, v in res.timings.items()})
     return out
 
@@ -166,6 +172,62 @@ def child_cli(folder: Path, name: str) -> dict:
     wall = time.perf_counter() - t
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
     return {"total": wall, "rss": rss}
+
+
+BATCH = 4   # files in the batch measurement
+
+
+def child_batch(folder: Path, name: str) -> dict:
+    """``bgopt`` on BATCH copies of the master, with -j 1 and -j 2: wall time per file."""
+    src = folder / f"{name}.fits"
+    inputs = []
+    for k in range(BATCH):
+        dst = folder / f"{name}_copy{k}.fits"
+        if not dst.exists():
+            os.link(src, dst)
+        inputs.append(str(dst))
+    out: dict = {}
+    for jobs in (1, 2):
+        out_dir = folder / f"batch{jobs}"
+        out_dir.mkdir(exist_ok=True)
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "bgopt_plugin", *inputs, "-o", str(out_dir), "--seed",
+                        "1", "-q", "--overwrite", "-j", str(jobs)], check=True)
+        out[f"j{jobs}"] = (time.perf_counter() - t) / BATCH
+        for f in out_dir.glob("*"):
+            f.unlink()
+    for path in inputs:
+        Path(path).unlink()
+    return out
+
+
+def child_siril(folder: Path, name: str) -> dict:
+    """The Siril script inside the real Siril (siril-cli), headless: its own total time."""
+    import re
+    import shutil
+    import site
+
+    siril = shutil.which("siril-cli")
+    if siril is None:
+        return {}
+    xdg = folder / "siril-xdg"
+    venv = xdg / "siril" / "venv"
+    if not venv.exists():   # Siril's venv, seeing this interpreter's packages (tests do the same)
+        subprocess.run([shutil.which("python3") or sys.executable, "-m", "venv", str(venv)],
+                       check=True)
+        packages = next(venv.glob("lib/python3*/site-packages"))
+        (packages / "bgopt_bench.pth").write_text("\n".join([*site.getsitepackages(), str(REPO)]))
+    script = folder / "bench.ssf"
+    script.write_text(f"requires 1.4.0\nload {name}.fits\n"
+                      f"pyscript {REPO / 'siril_script' / 'BGOptimizer.py'} --seed 1\n"
+                      f"save {name}_siril\n")
+    env = {**os.environ, "XDG_DATA_HOME": str(xdg), "XDG_CONFIG_HOME": str(folder / "siril-cfg")}
+    t = time.perf_counter()
+    done = subprocess.run([siril, "-d", str(folder), "-s", str(script)], env=env,
+                          capture_output=True, text=True, timeout=1200)
+    wall = time.perf_counter() - t
+    found = re.search(r"background removed \(.*total ([0-9.]+)s", done.stdout)
+    return {"script": float(found.group(1)) if found else None, "siril_wall": wall}
 
 
 def child_photutils(folder: Path, name: str) -> dict:
@@ -192,7 +254,7 @@ def child_make(folder: Path, name: str) -> dict:
 
 
 CHILDREN = {"floor": child_floor, "engine": child_engine, "cli": child_cli,
-            "photutils": child_photutils}
+            "batch": child_batch, "siril": child_siril, "photutils": child_photutils}
 
 
 def run_child(kind: str, folder: Path, name: str, timeout: int = 1800) -> dict:
@@ -250,6 +312,29 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def speed_table(rows: list[dict]) -> str:
+    """The speed targets: per-file batch cost and single-file wall time against the
+    read+write floor, warm fit, and the full-resolution stages in copies of the image."""
+    head = ("| case | floor | batch per file -j 1 / -j 2 | target 3 x floor | single file CLI "
+            "| target TF import + 3 x floor | warm fit | eval / correct / prepare, in copies "
+            "| peak RSS / limit | Siril script (in Siril) |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        e, c, f, b, s = r["engine"], r["cli"], r["floor"], r.get("batch", {}), r.get("siril", {})
+        floor, copy = f.get("total"), e.get("copy")
+        limit = (4 * r["bytes"] + 2**30) / 2**20
+        passes = " / ".join(fmt(e[k] / copy if copy and k in e else None, ".1f")
+                            for k in ("evaluate", "correct", "prepare"))
+        target2 = e["tf_import"] + 3 * floor if floor and "tf_import" in e else None
+        lines.append(
+            f"| {r['name']} | {fmt(floor)} | {fmt(b.get('j1'))} / {fmt(b.get('j2'))} "
+            f"| {fmt(3 * floor if floor else None)} | {fmt(c.get('total'))} | {fmt(target2)} "
+            f"| {fmt(e.get('fit_warm'), '.2f')} | {passes} (copy {fmt(copy, '.3f')} s) "
+            f"| {fmt(max(e.get('rss', 0), c.get('rss', 0)), '.0f')} / {limit:.0f} MB "
+            f"| {fmt(s.get('script'))} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
@@ -279,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
                 f.unlink()
             for f in (folder / "cli").glob("*"):
                 f.unlink()
-    text = table(rows)
+    text = table(rows) + "\n\nSpeed targets (seconds unless noted):\n\n" + speed_table(rows)
     info = machine()
     device = next((r["engine"].get("device") for r in rows if "device" in r["engine"]), "CPU")
     print(f"Machine: {info}; TensorFlow device: {device}\n")
