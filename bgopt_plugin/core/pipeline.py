@@ -187,7 +187,7 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None,
     sub = max(1, evaluation_step((h, w)) // 2)
     level = sky_level(background[::sub, ::sub])
     corrected = np.empty_like(background)
-    top = stretch.maximum.astype(np.float32)
+    top_row = np.tile(stretch.maximum.astype(np.float32), w)   # one row of per-channel maxima
     below = above = 0
     # Chunks of a few MB: each chunk's passes (correct, restore zeros, count) then run in
     # cache and the image's memory is crossed about once.
@@ -198,7 +198,8 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None,
         part = slice(start, start + rows)
         out = correct(data[part], background[part], config, level=level, out=corrected[part])
         # NaN compares False; an infinite input stays infinite and is not a valid pixel.
-        low, high = int(np.count_nonzero(out < 0)), int(np.count_nonzero(out > top))
+        flat = out.reshape(out.shape[0], -1)
+        low, high = int(np.count_nonzero(flat < 0)), int(np.count_nonzero(flat > top_row))
         if low and not np.isfinite(out.min()):
             low -= int(np.count_nonzero(np.isneginf(out)))
         if high:
