@@ -44,9 +44,7 @@ class BackgroundModel:
     def evaluate_normalized(self, shape: tuple[int, int] | None = None, step: int | None = None,
                             on_chunk=None) -> np.ndarray:
         """Model in normalised linear units (pedestal 0, quantile 1), (H, W, C) float32."""
-        shape = tuple(shape or self.shape)[:2]
-        step = evaluation_step(shape) if step is None else int(step)
-        return evaluate_image(self.spline, shape, step=step, on_chunk=on_chunk)
+        return self._evaluate(shape, step, on_chunk, None)
 
     def evaluate(self, shape: tuple[int, int] | None = None, step: int | None = None,
                  on_chunk=None) -> np.ndarray:
@@ -59,10 +57,12 @@ class BackgroundModel:
         step : int, optional
             Exact-evaluation grid step (see :func:`evaluation_step`).
         """
+        return self._evaluate(shape, step, on_chunk, (self.stretch.scale, self.stretch.pedestal))
+
+    def _evaluate(self, shape, step, on_chunk, affine) -> np.ndarray:
         shape = tuple(shape or self.shape)[:2]
         step = evaluation_step(shape) if step is None else int(step)
-        return evaluate_image(self.spline, shape, step=step, on_chunk=on_chunk,
-                              affine=(self.stretch.scale, self.stretch.pedestal))
+        return evaluate_image(self.spline, shape, step=step, on_chunk=on_chunk, affine=affine)
 
 
 @dataclass
