@@ -22,7 +22,14 @@ from astropy.io import fits
 from astropy.nddata import CCDData, NDData, StdDevUncertainty
 from astropy.utils.exceptions import AstropyUserWarning
 
-from .core import BackgroundResult, Config, correct, correction_factor, fit_background
+from .core import (
+    BackgroundResult,
+    Config,
+    correct,
+    correction_factor,
+    document_options,
+    fit_background,
+)
 from .io.provenance import history_line, keywords
 
 __all__ = ["subtract", "model", "fit", "CCDFit"]
@@ -244,6 +251,7 @@ def _correct(ccd: CCDData, background: np.ndarray, result: BackgroundResult,
                    uncertainty=new_unc, flags=None if ccd.flags is None else np.array(ccd.flags))
 
 
+@document_options
 def fit(data: Any, *, mask: Any = None, unit: Any = None, progress: Any = None,
         add_keyword: Any = True, **options: Any) -> CCDFit:
     """Fit the background of a frame and return the model and the corrected frame.
@@ -262,8 +270,10 @@ def fit(data: Any, *, mask: Any = None, unit: Any = None, progress: Any = None,
         Log to ``meta``: a HISTORY line and BGO* keywords (True), nothing (False),
         or also a keyword of this name holding a summary (str).
     **options
-        Any :class:`bgopt_plugin.Config` field (``n_control_points``, ``seed``...).
-        ``pedestal`` may be a Quantity in the data's unit.
+        Any :class:`bgopt_plugin.Config` field; ``pedestal`` may be a Quantity in the
+        data's unit:
+
+        <the bgopt options>
 
     Returns
     -------

@@ -55,3 +55,10 @@ def test_config_is_frozen_and_validated():
     assert Config(pedestal=1).pedestal == 1.0 and isinstance(Config(pedestal=1).pedestal, float)
     assert parameter("order").describe() == "an integer in [1, 4]"
     assert bgopt.Config is Config
+
+
+def test_front_end_docstrings_list_every_option():
+    for func in (bgopt.fit, bgopt.fit_background):
+        assert "<the bgopt options>" not in func.__doc__
+        for p in PARAMETERS:
+            assert f"- ``{p.name}``: {p.help}" in func.__doc__

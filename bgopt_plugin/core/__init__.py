@@ -20,7 +20,15 @@ from __future__ import annotations
 
 from .correct import correct, correction_factor, sky_level
 from .model import BackgroundModel, BackgroundResult, evaluation_step
-from .parameters import PARAMETERS, Config, Parameter, ParameterError, ProgressEvent, parameter
+from .parameters import (
+    PARAMETERS,
+    Config,
+    Parameter,
+    ParameterError,
+    ProgressEvent,
+    document_options,
+    parameter,
+)
 from .pipeline import fit_background
 from .prepare import Prepared, prepare
 from .robust import robust_sigma
@@ -32,5 +40,5 @@ __all__ = [
     "fit_background", "prepare", "Prepared",
     "BackgroundModel", "BackgroundResult", "evaluation_step",
     "correct", "correction_factor", "sky_level", "missing_pixels",
-    "robust_sigma", "mtf",
+    "robust_sigma", "mtf", "document_options",
 ]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["Config", "Parameter", "PARAMETERS", "PARAMETER_HELP", "ParameterError",
-           "ProgressEvent", "parameter"]
+           "ProgressEvent", "parameter", "document_options"]
 
 
 @dataclass(frozen=True)
@@ -288,6 +288,27 @@ PARAMETER_HELP: dict[str, str] = {p.name: p.help for p in PARAMETERS}
 def parameter(name: str) -> Parameter:
     """The :class:`Parameter` called ``name`` (KeyError if there is none)."""
     return _BY_NAME[name]
+
+
+#: The line a docstring holds where :func:`document_options` lists the parameters.
+OPTIONS_MARKER = "<the bgopt options>"
+
+
+def document_options(func):
+    """Decorator: replace the line holding :data:`OPTIONS_MARKER` in ``func``'s docstring
+    with one line per parameter (name, help, default), at that line's indentation, so
+    every front end's ``**options`` lists the same options from the one table."""
+    doc = func.__doc__ or ""
+    lines = []
+    for line in doc.splitlines():
+        if OPTIONS_MARKER in line:
+            pad = line[:len(line) - len(line.lstrip())]
+            lines += [f"{pad}- ``{p.name}``: {p.help} (default ``{p.default!r}``)"
+                      for p in PARAMETERS]
+        else:
+            lines.append(line)
+    func.__doc__ = "\n".join(lines)
+    return func
 
 
 def _validate(self: Any) -> None:

@@ -15,7 +15,7 @@ from threadpoolctl import threadpool_limits
 
 from .correct import correct, sky_level
 from .model import BackgroundModel, BackgroundResult, evaluation_step
-from .parameters import Config, ProgressEvent
+from .parameters import Config, ProgressEvent, document_options
 from .prepare import as_channels_last, prepare, unmask
 from .protect import object_mask, smooth_valid
 from .sampling import initial_points, initial_values
@@ -51,6 +51,7 @@ def _ceiling(linear: np.ndarray, protected: np.ndarray, query: np.ndarray, noise
     return query[where], bound.reshape(-1, linear.shape[-1])[where]
 
 
+@document_options
 def fit_background(image: Any, mask: Any = None, config: Config | None = None,
                    **options: Any) -> BackgroundResult:
     """Fit a smooth background to a linear image and remove it.
@@ -66,7 +67,9 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None,
     config : Config, optional
         Parameters; keyword ``options`` override its fields.
     **options
-        Any :class:`Config` field, e.g. ``n_control_points=16, seed=1``.
+        Any :class:`Config` field, e.g. ``n_control_points=16, seed=1``:
+
+        <the bgopt options>
 
     Returns
     -------
