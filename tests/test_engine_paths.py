@@ -86,3 +86,15 @@ def test_two_frames_of_one_size_compile_once(tmp_path, monkeypatch):
     assert main([str(tmp_path / "a.fits"), str(tmp_path / "b.fits"), "-o", str(tmp_path / "out"),
                  "-e", "60", "--seed", "1", "-q", "-j", "1"]) == 0
     assert len(compiled) == 1
+
+
+def test_output_buffers_are_filled_and_checked():
+    scene = make_scene("dome", shape=(120, 180))
+    plain = bgopt.fit_background(scene.image, seed=1, epochs=60)
+    bufs = (np.full(scene.image.shape, np.nan, np.float32), np.full(scene.image.shape, np.nan, np.float32))
+    res = bgopt.fit_background(scene.image, seed=1, epochs=60, out=bufs)
+    assert res.background is bufs[0] and res.corrected is bufs[1]
+    np.testing.assert_array_equal(res.background, plain.background)
+    np.testing.assert_array_equal(res.corrected, plain.corrected)
+    with pytest.raises(ValueError, match="out must be two C-contiguous float32 arrays"):
+        bgopt.fit_background(scene.image, seed=1, epochs=5, out=(bufs[0], bufs[1][::2]))

@@ -144,6 +144,19 @@ def _read_mask(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     return mask
 
 
+_BUFFERS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _buffers(shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The background and corrected arrays, reused by every file of one size in this
+    process: writing into pages already touched costs a fraction of new ones (24 MP:
+    ~0.8 s less per array on the benchmark machine). One size is held at a time."""
+    if shape not in _BUFFERS:
+        _BUFFERS.clear()
+        _BUFFERS[shape] = (np.empty(shape, np.float32), np.empty(shape, np.float32))
+    return _BUFFERS[shape]
+
+
 def _process(job: Job, args, rep: _Reporter) -> None:
     """Read, fit and write one file; its outputs appear together or not at all."""
     t0 = time.perf_counter()
@@ -166,7 +179,7 @@ def _process(job: Job, args, rep: _Reporter) -> None:
         rep.info(f"{job.src} -> {target} (preview, factor {prep.factor}, "
                  f"{int(prep.usable.sum())}/{prep.usable.size} working pixels used)")
         return
-    res = fit_background(image.data, mask, config)
+    res = fit_background(image.data, mask, config, out=_buffers(image.shape))
     rep.close()
     if args.verbose:
         rep.detail(_stats("Delinearized", res.model.stretch.forward(

@@ -47,7 +47,7 @@ class BackgroundModel:
         return self._evaluate(shape, step, on_chunk, None)
 
     def evaluate(self, shape: tuple[int, int] | None = None, step: int | None = None,
-                 on_chunk=None) -> np.ndarray:
+                 on_chunk=None, out: np.ndarray | None = None) -> np.ndarray:
         """Linear background, (H, W, C) float32.
 
         Parameters
@@ -56,13 +56,17 @@ class BackgroundModel:
             Output size; defaults to the fitted image size.
         step : int, optional
             Exact-evaluation grid step (see :func:`evaluation_step`).
+        out : ndarray, optional
+            C-contiguous (H, W, C) float32 array to write into.
         """
-        return self._evaluate(shape, step, on_chunk, (self.stretch.scale, self.stretch.pedestal))
+        return self._evaluate(shape, step, on_chunk, (self.stretch.scale, self.stretch.pedestal),
+                              out)
 
-    def _evaluate(self, shape, step, on_chunk, affine) -> np.ndarray:
+    def _evaluate(self, shape, step, on_chunk, affine, out=None) -> np.ndarray:
         shape = tuple(shape or self.shape)[:2]
         step = evaluation_step(shape) if step is None else int(step)
-        return evaluate_image(self.spline, shape, step=step, on_chunk=on_chunk, affine=affine)
+        return evaluate_image(self.spline, shape, step=step, on_chunk=on_chunk, affine=affine,
+                              out=out)
 
 
 @dataclass

@@ -52,7 +52,8 @@ def _ceiling(linear: np.ndarray, protected: np.ndarray, query: np.ndarray, noise
 
 
 @document_options
-def fit_background(image: Any, mask: Any = None, config: Config | None = None,
+def fit_background(image: Any, mask: Any = None, config: Config | None = None, *,
+                   out: tuple[np.ndarray, np.ndarray] | None = None,
                    **options: Any) -> BackgroundResult:
     """Fit a smooth background to a linear image and remove it.
 
@@ -66,6 +67,11 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None,
         array's own mask (True = bad) is honoured as well, in either argument.
     config : Config, optional
         Parameters; keyword ``options`` override its fields.
+    out : (ndarray, ndarray), optional
+        Two C-contiguous float32 arrays of the image's channels-last shape (H, W, C) that
+        receive the background and the corrected image, in that order. A batch that
+        passes the same two for every frame of a size writes into memory it has already
+        touched instead of new pages (see benchmarks/README.md).
     **options
         Any :class:`Config` field, e.g. ``n_control_points=16, seed=1``:
 
@@ -100,6 +106,10 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None,
     image, mask = unmask(image, mask)
     arr, squeeze = as_channels_last(image)
     h, w, n_chan = arr.shape
+    if out is not None and (len(out) != 2 or any(
+            np.shape(o) != arr.shape or getattr(o, "dtype", None) != np.float32
+            or not o.flags.c_contiguous for o in out)):
+        raise ValueError(f"out must be two C-contiguous float32 arrays of shape {arr.shape}")
     _emit(config, "prepare", 0, 1, message="stretching and downscaling")
     prep = prepare(arr, mask, config)
     _emit(config, "prepare", 1, 1, message="stretching and downscaling")
@@ -182,14 +192,15 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None,
     t2 = time.perf_counter()
     model = BackgroundModel(params, stretch, (h, w))
     background = model.evaluate(
-        (h, w), on_chunk=lambda k, n: _emit(config, "evaluate", k, n, message="full resolution"))
+        (h, w), on_chunk=lambda k, n: _emit(config, "evaluate", k, n, message="full resolution"),
+        out=None if out is None else out[0])
     timings["evaluate"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
     # The sky level of the model; a regular subsample is exact enough for a smooth model.
     sub = max(1, evaluation_step((h, w)) // 2)
     level = sky_level(background[::sub, ::sub])
-    corrected = np.empty_like(background)
+    corrected = np.empty_like(background) if out is None else out[1]
     top_row = np.tile(stretch.maximum.astype(np.float32), w)   # one row of per-channel maxima
     below = above = 0
     # Chunks of a few MB: each chunk's passes (correct, restore zeros, count) then run in

@@ -293,7 +293,8 @@ def evaluate_grid(params: SplineParams, rows: np.ndarray, cols: np.ndarray, unit
 
 
 def evaluate_image(params: SplineParams, shape: tuple[int, int], step: int = 1,
-                   budget_bytes: int = 64 << 20, on_chunk=None, affine=None) -> np.ndarray:
+                   budget_bytes: int = 64 << 20, on_chunk=None, affine=None,
+                   out: np.ndarray | None = None) -> np.ndarray:
     """Spline values at every pixel of a full-resolution image of ``shape`` (H, W).
 
     With ``step > 1`` the spline is evaluated exactly on every ``step``-th row and
@@ -305,7 +306,8 @@ def evaluate_image(params: SplineParams, shape: tuple[int, int], step: int = 1,
 
     ``affine = (scale, offset)``, per channel, maps the values to ``value * scale +
     offset``; on the coarse path it is applied to the coarse grid, which is exact because
-    the interpolation weights sum to 1, so it costs no pass over the image.
+    the interpolation weights sum to 1, so it costs no pass over the image. ``out``, a
+    C-contiguous (H, W, C) float32 array, receives the values instead of a new array.
 
     Returns
     -------
@@ -314,10 +316,13 @@ def evaluate_image(params: SplineParams, shape: tuple[int, int], step: int = 1,
     h, w = shape
     unit = float(max(h, w))
     if step <= 1 or min(h, w) < 4 * step:
-        out = evaluate_grid(params, np.arange(h), np.arange(w), unit, budget_bytes, on_chunk)
+        values = evaluate_grid(params, np.arange(h), np.arange(w), unit, budget_bytes, on_chunk)
         if affine is not None:
-            out *= np.float32(affine[0])
-            out += np.float32(affine[1])
+            values *= np.float32(affine[0])
+            values += np.float32(affine[1])
+        if out is None:
+            return values
+        out[...] = values
         return out
     ry = np.arange(-step, h + 2 * step, step, dtype=np.float64)
     rx = np.arange(-step, w + 2 * step, step, dtype=np.float64)
@@ -331,17 +336,18 @@ def evaluate_image(params: SplineParams, shape: tuple[int, int], step: int = 1,
     along = along.reshape(ny, w * n_chan)
     # Down the columns, in row chunks (for progress): (h, ny) sparse @ (ny, w * C).
     mat_y = _cubic_matrix(ry, h)
-    out = np.empty((h, w * n_chan), dtype=np.float32)
+    result = np.empty((h, w, n_chan), dtype=np.float32) if out is None else out
+    flat = result.reshape(h, w * n_chan)     # a view: out must be C-contiguous
     n_chunks = max(1, h // 64)   # chunk temporaries of a few MB are reused, not re-faulted
     bounds = np.linspace(0, h, n_chunks + 1).astype(int)
     if on_chunk is not None:
         on_chunk(0, n_chunks)
     for k in range(n_chunks):
         lo, hi = bounds[k], bounds[k + 1]
-        out[lo:hi] = mat_y[lo:hi] @ along
+        flat[lo:hi] = mat_y[lo:hi] @ along
         if on_chunk is not None:
             on_chunk(k + 1, n_chunks)
-    return out.reshape(h, w, n_chan)
+    return result
 
 
 def _cubic_matrix(coarse: np.ndarray, n: int):
