@@ -144,6 +144,11 @@ def _read_mask(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     return mask
 
 
+def failure_message(job: Job, exc: Exception) -> str:
+    """The one line a failed file gets: IO errors already name the file."""
+    return str(exc) if isinstance(exc, bio.ImageIOError) else f"{job.src}: {exc}"
+
+
 _BUFFERS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
 
@@ -283,7 +288,7 @@ def run(argv: list[str]) -> int:
             try:
                 _process(job, args, rep)
             except (ValueError, OSError) as exc:
-                rep.error(str(exc) if isinstance(exc, bio.ImageIOError) else f"{job.src}: {exc}")
+                rep.error(failure_message(job, exc))
                 if args.verbose:
                     traceback.print_exc()
                 failures.append(str(job.src))

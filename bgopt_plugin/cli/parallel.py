@@ -17,8 +17,7 @@ import signal
 import warnings
 from contextlib import contextmanager
 
-from .. import io as bio
-from .app import Terminated, _process, _Reporter, default_jobs
+from .app import Terminated, _process, _Reporter, default_jobs, failure_message
 
 __all__ = ["run_parallel"]
 
@@ -58,7 +57,7 @@ def _work(item):
         _process(job, args, rep)
         return str(job.src), rep.lines, False, False
     except (ValueError, OSError) as exc:
-        rep.error(str(exc) if isinstance(exc, bio.ImageIOError) else f"{job.src}: {exc}")
+        rep.error(failure_message(job, exc))
         return str(job.src), rep.lines, True, False
     except (KeyboardInterrupt, Terminated):
         return str(job.src), rep.lines, True, True

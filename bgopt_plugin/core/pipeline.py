@@ -210,14 +210,14 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None, *
     _emit(config, "correct", 0, n_chunks, message="correction")
     for k, start in enumerate(range(0, h, rows)):
         part = slice(start, start + rows)
-        out = correct(data[part], background[part], config, level=level, out=corrected[part])
+        done = correct(data[part], background[part], config, level=level, out=corrected[part])
         # NaN compares False; an infinite input stays infinite and is not a valid pixel.
-        flat = out.reshape(out.shape[0], -1)
+        flat = done.reshape(done.shape[0], -1)
         low, high = int(np.count_nonzero(flat < 0)), int(np.count_nonzero(flat > top_row))
-        if low and not np.isfinite(out.min()):
-            low -= int(np.count_nonzero(np.isneginf(out)))
+        if low and not np.isfinite(done.min()):
+            low -= int(np.count_nonzero(np.isneginf(done)))
         if high:
-            high -= int(np.count_nonzero(np.isposinf(out)))
+            high -= int(np.count_nonzero(np.isposinf(done)))
         below, above = below + low, above + high
         if (k + 1) % 16 == 0 or k + 1 == n_chunks:
             _emit(config, "correct", k + 1, n_chunks, message="correction")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..core import PARAMETERS, Config, Parameter
+from ..core import PARAMETERS, Config, Parameter, parameter
 
 __all__ = ["add_engine_options", "config_from_args", "option_name"]
 
@@ -57,7 +57,7 @@ def config_from_args(args: argparse.Namespace, progress: Any = None) -> Config:
 
 def option_name(name: str) -> str:
     """How the command line spells the option of a Config field (``--pedestal``)."""
-    for p in PARAMETERS:
-        if p.name == name:
-            return p.option
-    return name
+    try:
+        return parameter(name).option
+    except KeyError:   # not a parameter (e.g. "progress")
+        return name
