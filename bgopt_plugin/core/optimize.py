@@ -57,20 +57,24 @@ def _kernel(d2, order: int):
 
 
 def apply(query, centers, w, v, order: int):
-    """Spline values at ``query`` (P, 2) in TensorFlow, for the loss.
+    """Spline values (C, P) at ``query`` (2, P) in TensorFlow, for the loss.
 
-    Distances are |q|^2 + |c|^2 - 2 q.c: one matmul and cheap gradients; the float32
-    cancellation this allows is harmless for training (evaluation is exact, in numpy).
+    Channels first, so every elementwise pass runs along the P pixels (with channels
+    last, the minor dimension of 3 leaves XLA's CPU loops unvectorised). Distances are
+    |q|^2 + |c|^2 - 2 c.q: one matmul and cheap gradients; the float32 cancellation this
+    allows is harmless for training (evaluation is exact, in numpy).
     """
     t = tf()
-    d2 = (t.reduce_sum(query * query, axis=1)[:, None] + t.reduce_sum(centers * centers, axis=1)[None, :]
-          - 2.0 * t.matmul(query, centers, transpose_b=True))
-    phi = _kernel(t.maximum(d2, 0.0), order)
-    return t.matmul(phi, w) + v[0] + query[:, 0:1] * v[1] + query[:, 1:2] * v[2]
+    d2 = (t.reduce_sum(centers * centers, axis=1)[:, None] + t.reduce_sum(query * query, axis=0)[None, :]
+          - 2.0 * t.matmul(centers, query))
+    phi = _kernel(t.maximum(d2, 0.0), order)                       # (N, P)
+    vt = t.transpose(v)                                            # (C, 3)
+    return (t.matmul(w, phi, transpose_a=True) + vt[:, 0:1] + vt[:, 1:2] * query[0:1]
+            + vt[:, 2:3] * query[1:2])
 
 
 def stretch(x, m):
-    """TensorFlow twin of :func:`bgopt_plugin.stretch.extended_mtf` (per-channel ``m``)."""
+    """TensorFlow twin of :func:`bgopt_plugin.stretch.extended_mtf` (``m`` (C, 1) per channel)."""
     t = tf()
     inside = t.clip_by_value(x, 0.0, 1.0)
     inside = (m - 1.0) * inside / ((2.0 * m - 1.0) * inside - m)
@@ -82,15 +86,15 @@ def stretch(x, m):
 def loss_terms(model, y, wt, alpha: float, bound=None, cap=None):
     """The seed loss: log(floor + mean|r| + colour variance + alpha (overshoot + negative)).
 
-    ``model`` and ``y`` are stretched values, ``r = wt * (y - model)``. Where ``cap`` is
-    non-zero, the model rising above ``bound`` counts as overshoot too.
+    ``model`` and ``y`` are stretched values, channels first (C, P), ``r = wt * (y - model)``.
+    Where ``cap`` is non-zero, the model rising above ``bound`` counts as overshoot too.
     """
     t = tf()
     r = wt * (y - model)
     abs_r = t.abs(r)
     err = t.reduce_mean(abs_r)
-    if y.shape[-1] > 1:
-        colour = t.reduce_mean(t.math.reduce_variance(r, axis=-1))
+    if y.shape[0] > 1:
+        colour = t.reduce_mean(t.math.reduce_variance(r, axis=0))
     else:
         colour = t.constant(0.0, dtype=r.dtype)
     overshoot = t.reduce_mean(abs_r - r)
@@ -98,6 +102,11 @@ def loss_terms(model, y, wt, alpha: float, bound=None, cap=None):
     if cap is not None:
         overshoot = overshoot + 2.0 * t.reduce_mean(cap * t.nn.relu(model - bound))
     return t.math.log(LOSS_FLOOR + err + colour + alpha * (overshoot + negative))
+
+
+def _first(a) -> np.ndarray:
+    """(P, K) samples as a contiguous float32 (K, P) array."""
+    return np.ascontiguousarray(np.asarray(a, np.float32).T)
 
 
 class _Trainer:
@@ -108,15 +117,16 @@ class _Trainer:
         self.order = init.order
         # Variables, not constants, so a compiled trainer can take new samples of the
         # same shape (see make_trainer's cache).
-        self.q = t.Variable(np.asarray(q, np.float32))
-        self.y = t.Variable(np.asarray(y, np.float32))
-        self.wt = t.Variable(np.asarray(wt, np.float32))
-        self.midtones = t.Variable(np.asarray(midtones, np.float32))
+        # Samples are held channels first: (2, P) coordinates, (C, P) values and weights.
+        self.q = t.Variable(_first(q))
+        self.y = t.Variable(_first(y))
+        self.wt = t.Variable(_first(wt))
+        self.midtones = t.Variable(np.asarray(midtones, np.float32).reshape(-1, 1))
         self.alpha = float(alpha)
         # Upper bounds (stretched) where ``cap`` is 1: pixels left out of the loss, such
         # as protected objects, above which the sky cannot be.
-        self.bound = t.Variable(np.zeros_like(np.asarray(y, np.float32)))
-        self.cap = t.Variable(np.zeros_like(np.asarray(y, np.float32)))
+        self.bound = t.Variable(np.zeros_like(_first(y)))
+        self.cap = t.Variable(np.zeros_like(_first(y)))
         self.vars = [t.Variable(np.asarray(x, np.float32)) for x in (init.centers, init.w, init.v)]
         self.best = [t.Variable(np.asarray(x, np.float32)) for x in (init.centers, init.w, init.v)]
         self.best_loss = t.Variable(np.inf, dtype=t.float32)
@@ -181,7 +191,7 @@ class _Trainer:
                 var.assign(np.zeros(var.shape, np.float32).astype(var.dtype))
         self.best_loss.assign(np.inf)
         if wt is not None:
-            self.wt.assign(np.asarray(wt, np.float32))
+            self.wt.assign(_first(wt))
         if lr is not None:
             self.opt.learning_rate.assign(float(lr))
 
@@ -214,12 +224,12 @@ def make_trainer(q, y, wt, midtones, init: SplineParams, *, alpha: float,
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = trainer
     else:
-        trainer.q.assign(np.asarray(q, np.float32))
-        trainer.y.assign(np.asarray(y, np.float32))
-        trainer.midtones.assign(np.asarray(midtones, np.float32))
-    zeros = np.zeros(np.shape(y), np.float32)
-    trainer.bound.assign(zeros if bound is None else np.asarray(bound, np.float32))
-    trainer.cap.assign(zeros if cap is None else np.asarray(cap, np.float32))
+        trainer.q.assign(_first(q))
+        trainer.y.assign(_first(y))
+        trainer.midtones.assign(np.asarray(midtones, np.float32).reshape(-1, 1))
+    zeros = np.zeros(np.shape(y)[::-1], np.float32)
+    trainer.bound.assign(zeros if bound is None else _first(bound))
+    trainer.cap.assign(zeros if cap is None else _first(cap))
     trainer.reset(init, wt, learning_rate)
     return trainer
 
