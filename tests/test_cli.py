@@ -137,6 +137,25 @@ def test_plots_and_verbose_stats(tmp_path, capsys):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_statistics_only_computed_when_verbose(tmp_path, capsys, monkeypatch):
+    # The per-stage statistics cost seconds on a large frame: a normal run must not
+    # compute them only to throw the text away.
+    import bgopt_plugin.cli.app as app
+
+    def boom(label, arr):
+        raise AssertionError(f"statistics of {label} computed without -v")
+
+    src = _write_fits(tmp_path / "s.fits", _sky())
+    monkeypatch.setattr(app, "_stats", boom)
+    assert main([str(src), "-o", str(tmp_path), *FAST]) == 0
+    assert main([str(src), "-o", str(tmp_path), "-p", "--overwrite"]) == 0
+    monkeypatch.undo()
+    assert main([str(src), "-o", str(tmp_path), "-e", "80", "--seed", "1", "-v", "--overwrite"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "[Original" in x)
+    data = fits.getdata(src).astype(np.float64)
+    assert f"{data.min():.4f}" in line and f"{data.max():.4f}" in line
+
+
 def test_refuses_overwrite_unless_asked(tmp_path, capsys):
     src = _write_fits(tmp_path / "o.fits", _sky())
     assert main([str(src), "-o", str(tmp_path), *FAST]) == 0

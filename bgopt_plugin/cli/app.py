@@ -11,6 +11,7 @@ import sys
 import time
 import traceback
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -100,9 +101,11 @@ class _Reporter:
         if not self.quiet:
             self._out(text)
 
-    def detail(self, text: str) -> None:
+    def detail(self, text: Callable[[], str]) -> None:
+        """Print ``text()`` in verbose mode; it is not computed otherwise (image
+        statistics cost seconds on a large frame)."""
         if self.verbose:
-            self._out(text)
+            self._out(text())
 
     def error(self, text: str) -> None:
         self.close()
@@ -125,12 +128,16 @@ def _silence_stdout() -> None:
 
 
 def _stats(label: str, arr: np.ndarray) -> str:
+    """Per-channel min / median / max; the median of a regular ~1 MP subsample."""
     a = arr if arr.ndim == 3 else arr[..., None]
-    flat = a.reshape(-1, a.shape[-1])
+    step = max(1, int(np.sqrt(a.shape[0] * a.shape[1] / 1e6)))
     fmt = lambda v: "[" + " ".join(f"{x:.4f}" for x in v) + "]"  # noqa: E731
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        lo, med, hi = np.nanmin(flat, 0), np.nanmedian(flat, 0), np.nanmax(flat, 0)
+        chans = [a[..., c] for c in range(a.shape[-1])]
+        lo = [np.nanmin(x) for x in chans]
+        med = [np.nanmedian(x[::step, ::step]) for x in chans]
+        hi = [np.nanmax(x) for x in chans]
     return f"  [{label:12s}] min / median / max = {fmt(lo)} / {fmt(med)} / {fmt(hi)}"
 
 
@@ -169,14 +176,14 @@ def _process(job: Job, args, rep: _Reporter) -> None:
     t_read = time.perf_counter() - t0
     mask = _read_mask(Path(args.mask), image.shape) if args.mask else None
     config = config_from_args(args, progress=rep.progress)
-    rep.detail(_stats("Original", image.data))
+    rep.detail(lambda: _stats("Original", image.data))
     if args.preview:
         from ..frontend import plots
 
         prep = prepare(image.data, mask, config)
-        rep.detail(_stats("Delinearized", prep.stretch.forward(
+        rep.detail(lambda: _stats("Delinearized", prep.stretch.forward(
             np.where(missing_pixels(prep.data), np.float32(np.nan), prep.data))))
-        rep.detail(_stats("Downscaled", prep.working))
+        rep.detail(lambda: _stats("Downscaled", prep.working))
         target = job.targets["preview"]
         with bio.OutputSet(args.overwrite) as out:
             plots.plot_preview(out.reserve(target), prep.working, prep.weights)
@@ -187,11 +194,11 @@ def _process(job: Job, args, rep: _Reporter) -> None:
     res = fit_background(image.data, mask, config, out=_buffers(image.shape))
     rep.close()
     if args.verbose:
-        rep.detail(_stats("Delinearized", res.model.stretch.forward(
+        rep.detail(lambda: _stats("Delinearized", res.model.stretch.forward(
             np.where(missing_pixels(image.data), np.float32(np.nan), image.data))))
-        rep.detail(_stats("Downscaled", res.working_image))
-        rep.detail(_stats("Bg (linear)", res.background))
-        rep.detail(_stats("Corrected", res.corrected))
+        rep.detail(lambda: _stats("Downscaled", res.working_image))
+        rep.detail(lambda: _stats("Bg (linear)", res.background))
+        rep.detail(lambda: _stats("Corrected", res.corrected))
     cards = keywords(res.config, res.downscaling_factor, res.epochs_run, image.scale)
     hist = history_line(res.config, res.downscaling_factor)
     codec = args.codec or ("lz4hc" if args.compress else None)
