@@ -49,6 +49,20 @@ def test_block_median_and_mean_match_numpy_with_nans():
                 np.testing.assert_allclose(got[by, bx], want, rtol=1e-5, equal_nan=True)
 
 
+@pytest.mark.parametrize("f", [5, 6])
+def test_block_median_mixes_whole_and_holed_blocks(f):
+    # Edge blocks padded with NaN and a few missing pixels take the sort; whole blocks
+    # the single partition. Both must give numpy's median exactly, odd and even counts.
+    rng = np.random.default_rng(2)
+    img = rng.random((4 * f + 3, 5 * f + 2, 3), dtype=np.float32)
+    img[f + 1, 2 * f + 3] = np.nan
+    got = block_reduce(img, f)
+    for by in range(got.shape[0]):
+        for bx in range(got.shape[1]):
+            block = img[by * f:(by + 1) * f, bx * f:(bx + 1) * f].reshape(-1, 3)
+            np.testing.assert_array_equal(got[by, bx], np.nanmedian(block, axis=0).astype(np.float32))
+
+
 class _nowarn:
     def __enter__(self):
         return self

@@ -93,9 +93,39 @@ def block_reduce(image: np.ndarray, factor: int, func: str = "median") -> np.nda
             return (total / count).astype(np.float32)
     if func != "median":
         raise ValueError(f"downscaling_func must be 'median' or 'mean', got {func!r}")
-    if not np.isnan(blocks).any():
+    holes = np.isnan(blocks).any(axis=-1)
+    if not holes.any():
         # The common case, no missing pixel: a partial partition, not a sort.
-        return np.median(blocks, axis=-1).astype(np.float32)
+        return _median(blocks)
+    # Blocks with a hole (a missing pixel, or the NaN padding of an edge block) take the
+    # sort; the others keep the partition. With the default factors most frames have
+    # partial edge blocks, so every strip has a few.
+    med = np.empty(blocks.shape[:-1], np.float32)
+    whole = ~holes
+    if whole.any():
+        med[whole] = _median(blocks[whole])
+    med[holes] = _nan_median(blocks[holes])
+    return med
+
+
+def _median(blocks: np.ndarray) -> np.ndarray:
+    """Median over the last axis of NaN-free blocks, by one partition.
+
+    ``np.median`` partitions at both middle elements and at the last one (its NaN
+    check): about 9 x this on 62 x 62 blocks. Same values: for an even count the mean
+    of the two middle ones, the lower being the largest of the left part.
+    """
+    n = blocks.shape[-1]
+    k = n // 2
+    part = np.partition(blocks, k, axis=-1)
+    upper = part[..., k]
+    if n % 2:
+        return upper.astype(np.float32)
+    return (0.5 * (part[..., :k].max(axis=-1) + upper)).astype(np.float32)
+
+
+def _nan_median(blocks: np.ndarray) -> np.ndarray:
+    """Median over the last axis ignoring NaN (NaN where a row has no value)."""
     # Sort once (NaN sorts last) and pick the middle of the valid values of each block.
     ordered = np.sort(blocks, axis=-1)
     count = np.isfinite(ordered).sum(axis=-1)
