@@ -156,6 +156,22 @@ def test_statistics_only_computed_when_verbose(tmp_path, capsys, monkeypatch):
     assert f"{data.min():.4f}" in line and f"{data.max():.4f}" in line
 
 
+def test_batch_reuses_memory_without_mixing_frames(tmp_path):
+    # Frames of one size are read into one array and corrected in place there: each
+    # output must still equal a run on that file alone, and no input may change.
+    srcs = [_write_fits(tmp_path / f"{name}.fits", make_scene(scene, shape=(96, 128)).image)
+            for name, scene in (("a", "dome"), ("b", "saddle"), ("c", "linear"))]
+    before = [p.read_bytes() for p in srcs]
+    assert main([*map(str, srcs), "-o", str(tmp_path / "batch"), "-j", "1", *FAST]) == 0
+    for src, raw in zip(srcs, before):
+        assert src.read_bytes() == raw
+        assert main([str(src), "-o", str(tmp_path / "alone"), *FAST]) == 0
+        for kind in ("bgSubtracted", "bgModel"):
+            name = f"{src.stem}_{kind}.fits"
+            np.testing.assert_array_equal(fits.getdata(tmp_path / "batch" / name),
+                                          fits.getdata(tmp_path / "alone" / name))
+
+
 def test_refuses_overwrite_unless_asked(tmp_path, capsys):
     src = _write_fits(tmp_path / "o.fits", _sky())
     assert main([str(src), "-o", str(tmp_path), *FAST]) == 0

@@ -96,5 +96,43 @@ def test_output_buffers_are_filled_and_checked():
     assert res.background is bufs[0] and res.corrected is bufs[1]
     np.testing.assert_array_equal(res.background, plain.background)
     np.testing.assert_array_equal(res.corrected, plain.corrected)
-    with pytest.raises(ValueError, match="out must be two C-contiguous float32 arrays"):
+    with pytest.raises(ValueError, match="out must be two writeable C-contiguous float32 arrays"):
         bgopt.fit_background(scene.image, seed=1, epochs=5, out=(bufs[0], bufs[1][::2]))
+
+
+@pytest.mark.parametrize("correction", ["subtract", "divide"])
+def test_correction_in_place_matches_a_copy(correction):
+    # The corrected array may be the image itself: same pixels as a separate output,
+    # missing pixels (zero, NaN) restored from the original values.
+    scene = make_scene("borders", shape=(120, 180))
+    image = scene.image.copy()
+    image[5, 7] = np.nan
+    plain = bgopt.fit_background(image, seed=1, epochs=60, correction=correction)
+    work = image.copy()
+    model = np.empty_like(work)
+    res = bgopt.fit_background(work, seed=1, epochs=60, correction=correction, out=(model, work))
+    assert np.shares_memory(res.corrected, work) and res.corrected.shape == work.shape
+    np.testing.assert_array_equal(work, plain.corrected)
+    assert (work[image == 0] == 0).all() and np.isnan(work[5, 7]).all()
+    assert (image == 0).any()
+
+
+def test_in_place_refuses_overlaps_and_checks_divide_first():
+    scene = make_scene("dome", shape=(96, 128))
+    h, w, c = scene.image.shape
+    room = np.empty((h + 1, w, c), np.float32)
+    image = room[1:]                       # the image, and an array one row above it
+    image[...] = scene.image
+    shifted = room[:-1]
+    model = np.empty_like(image)
+    for out in ((image, model), (model, model), (model, shifted)):
+        with pytest.raises(ValueError, match="overlaps"):
+            bgopt.fit_background(image, seed=1, epochs=5, out=out)
+    np.testing.assert_array_equal(image, scene.image)
+    # A model that is not positive fails a divide before any pixel is overwritten.
+    low = image - np.float32(image.max())
+    before = low.copy()
+    with pytest.raises(ValueError, match="positive"):
+        bgopt.fit_background(low, seed=1, epochs=5, correction="divide", protect=False,
+                             out=(model, low))
+    np.testing.assert_array_equal(low, before)

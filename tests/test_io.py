@@ -90,6 +90,34 @@ def test_fits_uint16_and_mono(tmp_path):
         assert "BZERO" not in hdul[0].header
 
 
+@pytest.mark.parametrize("ext", [".fits", ".xisf"])
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16])
+def test_read_into_a_reused_array(tmp_path, ext, dtype):
+    # A batch reads every frame of a size into one array; another size gets a new one.
+    rng = np.random.default_rng(5)
+    paths = []
+    for name, shape in (("a", (30, 40, 3)), ("b", (30, 40, 3)), ("c", (20, 40, 3))):
+        data = (rng.uniform(0, 1, shape) * (65535 if dtype == np.uint16 else 1)).astype(dtype)
+        path = tmp_path / f"{name}{ext}"
+        if ext == ".fits":
+            fits.PrimaryHDU(np.moveaxis(data, -1, 0)).writeto(path)
+        else:
+            XISF.write(str(path), data)
+        paths.append(path)
+    plain = [bio.read_image(p).data for p in paths]
+    buf = np.full((30, 40, 3), -1, np.float32)
+    first = bio.read_image(paths[0], out=buf)
+    assert first.data is buf
+    np.testing.assert_array_equal(buf, plain[0])
+    second = bio.read_image(paths[1], out=buf)
+    assert second.data is buf
+    np.testing.assert_array_equal(buf, plain[1])
+    third = bio.read_image(paths[2], out=buf)
+    assert third.data is not buf and third.data.shape == (20, 40, 3)
+    np.testing.assert_array_equal(third.data, plain[2])
+    np.testing.assert_array_equal(buf, plain[1])   # a misfit leaves the array alone
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, np.float64])
 def test_fits_bitpix_variants(tmp_path, dtype):
     raw = (np.arange(20 * 30).reshape(20, 30) % 100 + 1).astype(dtype)

@@ -22,6 +22,7 @@ from ..core import ParameterError, ProgressEvent, fit_background, missing_pixels
 from ..frontend.options import add_engine_options, config_from_args, option_name
 from ..frontend.progress import TqdmProgress
 from ..io.atomic import remove_stale_parts
+from ..io.layout import reusable
 from ..io.provenance import MODEL_KIND, history_line, keywords
 from .batch import Job, is_own_output, plan_batch
 
@@ -156,23 +157,22 @@ def failure_message(job: Job, exc: Exception) -> str:
     return str(exc) if isinstance(exc, bio.ImageIOError) else f"{job.src}: {exc}"
 
 
-_BUFFERS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+_BUFFERS: dict[str, np.ndarray] = {}
 
 
-def _buffers(shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """The background and corrected arrays, reused by every file of one size in this
-    process: writing into pages already touched costs a fraction of new ones (24 MP:
-    ~0.8 s less per array on the benchmark machine). One size is held at a time."""
-    if shape not in _BUFFERS:
-        _BUFFERS.clear()
-        _BUFFERS[shape] = (np.empty(shape, np.float32), np.empty(shape, np.float32))
-    return _BUFFERS[shape]
+def _buffer(role: str, shape: tuple[int, int, int]) -> np.ndarray:
+    """This process's array for ``role`` ("model", "corrected"), reused by every file of
+    one size: writing into pages already touched costs a fraction of new ones (24 MP:
+    ~0.8 s less per array on the benchmark machine)."""
+    _BUFFERS[role] = reusable(_BUFFERS.get(role), shape)
+    return _BUFFERS[role]
 
 
 def _process(job: Job, args, rep: _Reporter) -> None:
     """Read, fit and write one file; its outputs appear together or not at all."""
     t0 = time.perf_counter()
-    image = bio.read_image(job.src)
+    image = bio.read_image(job.src, out=_BUFFERS.get("image"))
+    _BUFFERS["image"] = image.data      # the next file of this size is read into it
     t_read = time.perf_counter() - t0
     mask = _read_mask(Path(args.mask), image.shape) if args.mask else None
     config = config_from_args(args, progress=rep.progress)
@@ -191,7 +191,11 @@ def _process(job: Job, args, rep: _Reporter) -> None:
         rep.info(f"{job.src} -> {target} (preview, factor {prep.factor}, "
                  f"{int(prep.usable.sum())}/{prep.usable.size} working pixels used)")
         return
-    res = fit_background(image.data, mask, config, out=_buffers(image.shape))
+    # The frame is our own copy of the file, so it is corrected in place (one frame less
+    # in memory) unless the plots or the statistics still need the original.
+    in_place = not (args.plots or args.verbose)
+    res = fit_background(image.data, mask, config, out=(
+        _buffer("model", image.shape), image.data if in_place else _buffer("corrected", image.shape)))
     rep.close()
     if args.verbose:
         rep.detail(lambda: _stats("Delinearized", res.model.stretch.forward(

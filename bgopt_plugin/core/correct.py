@@ -32,7 +32,7 @@ def correct(data: np.ndarray, background: np.ndarray, config: Config,
     missing : ndarray of bool, optional
         Pixels to return unchanged (default: zero, NaN and Inf pixels of ``data``).
     out : ndarray of float32, optional
-        Where to write the result (may not be ``data`` itself).
+        Where to write the result; ``data`` itself (a float32 array) corrects in place.
 
     Returns
     -------
@@ -50,6 +50,16 @@ def correct(data: np.ndarray, background: np.ndarray, config: Config,
     level = sky_level(background) if level is None else level
     if out is None:
         out = np.empty(np.broadcast_shapes(data.shape, background.shape), dtype=np.float32)
+    # What must come back unchanged, taken before ``out`` (possibly ``data``) is written.
+    # NaN and Inf pass through a finite model unchanged, so without an explicit
+    # ``missing`` only zeros are restored.
+    if missing is not None:
+        keep = np.broadcast_to(missing, out.shape)
+        kept = np.broadcast_to(data, out.shape)[keep]
+    elif config.correction == "subtract" or config.pedestal not in ("median", "none"):
+        keep, kept = data == 0, np.float32(0)
+    else:
+        keep = None
     if config.correction == "divide":
         if not (background > 0).all():
             raise ValueError(_DIVIDE_NEEDS_POSITIVE)
@@ -62,11 +72,10 @@ def correct(data: np.ndarray, background: np.ndarray, config: Config,
             per_channel(np.add, out, level)
     if config.pedestal not in ("median", "none"):
         out += np.float32(config.pedestal)
-    if missing is not None:
-        np.copyto(out, data, where=missing)
-    elif config.correction == "subtract" or config.pedestal not in ("median", "none"):
-        # NaN and Inf pass through a finite model unchanged; only zeros must be restored.
-        np.copyto(out, np.float32(0), where=data == 0)
+    if keep is not None and np.ndim(kept) == 0:
+        np.copyto(out, kept, where=keep)
+    elif keep is not None:
+        out[keep] = kept
     return out
 
 

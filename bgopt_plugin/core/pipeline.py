@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .correct import correct, sky_level
+from .correct import _DIVIDE_NEEDS_POSITIVE, correct, sky_level
 from .model import BackgroundModel, BackgroundResult, evaluation_step
 from .parameters import Config, ProgressEvent, document_options
 from .prepare import as_channels_last, prepare, unmask
@@ -51,6 +51,22 @@ def _ceiling(linear: np.ndarray, protected: np.ndarray, query: np.ndarray, noise
     return query[where], bound.reshape(-1, linear.shape[-1])[where]
 
 
+def _check_out(out, arr: np.ndarray) -> None:
+    """``out`` is two float32 C-contiguous (H, W, C) arrays; the background may not
+    overlap the image, the corrected array may only be the image itself."""
+    if (len(out) != 2 or any(
+            np.shape(o) != arr.shape or getattr(o, "dtype", None) != np.float32
+            or not o.flags.c_contiguous or not o.flags.writeable for o in out)):
+        raise ValueError(f"out must be two writeable C-contiguous float32 arrays of shape {arr.shape}")
+    model, corrected = out
+    same = (corrected.__array_interface__["data"][0] == arr.__array_interface__["data"][0]
+            and arr.dtype == np.float32 and arr.flags.c_contiguous)
+    if (np.shares_memory(model, corrected) or np.shares_memory(model, arr)
+            or (np.shares_memory(corrected, arr) and not same)):
+        raise ValueError("out: the background array overlaps the image or the corrected "
+                         "array, or the corrected array overlaps the image without being it")
+
+
 @document_options
 def fit_background(image: Any, mask: Any = None, config: Config | None = None, *,
                    out: tuple[np.ndarray, np.ndarray] | None = None,
@@ -68,10 +84,13 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None, *
     config : Config, optional
         Parameters; keyword ``options`` override its fields.
     out : (ndarray, ndarray), optional
-        Two C-contiguous float32 arrays of the image's channels-last shape (H, W, C) that
-        receive the background and the corrected image, in that order. A batch that
+        Two C-contiguous float32 arrays of the image's shape ((H, W), or channels-last
+        (H, W, C)) that receive the background and the corrected image, in that order. A batch that
         passes the same two for every frame of a size writes into memory it has already
-        touched instead of new pages (see benchmarks/README.md).
+        touched instead of new pages (see benchmarks/README.md). The second may be
+        ``image`` itself (a float32 array): it is then corrected in place,
+        which saves a copy of the frame in memory; everything that can fail is checked
+        before the first pixel is overwritten.
     **options
         Any :class:`Config` field, e.g. ``n_control_points=16, seed=1``:
 
@@ -106,10 +125,10 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None, *
     image, mask = unmask(image, mask)
     arr, squeeze = as_channels_last(image)
     h, w, n_chan = arr.shape
-    if out is not None and (len(out) != 2 or any(
-            np.shape(o) != arr.shape or getattr(o, "dtype", None) != np.float32
-            or not o.flags.c_contiguous for o in out)):
-        raise ValueError(f"out must be two C-contiguous float32 arrays of shape {arr.shape}")
+    if out is not None:
+        if squeeze:   # a 2-D image may come with 2-D outputs
+            out = tuple(o[..., None] if np.ndim(o) == 2 else o for o in out)
+        _check_out(out, arr)
     _emit(config, "prepare", 0, 1, message="stretching and downscaling")
     prep = prepare(arr, mask, config)
     _emit(config, "prepare", 1, 1, message="stretching and downscaling")
@@ -201,6 +220,10 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None, *
     sub = max(1, evaluation_step((h, w)) // 2)
     level = sky_level(background[::sub, ::sub])
     corrected = np.empty_like(background) if out is None else out[1]
+    if config.correction == "divide" and not (background > 0).all():
+        # Checked on the whole model first: a chunk failing half-way would leave an
+        # image corrected in place half done.
+        raise ValueError(_DIVIDE_NEEDS_POSITIVE)
     top_row = np.tile(stretch.maximum.astype(np.float32), w)   # one row of per-channel maxima
     below = above = 0
     # Chunks of a few MB: each chunk's passes (correct, restore zeros, count) then run in

@@ -34,8 +34,11 @@ def format_of(path: str | Path) -> str:
     raise ImageIOError(path, f"unknown extension {suffix!r} (expected one of {', '.join(SUPPORTED)})")
 
 
-def read_image(path: str | Path) -> Image:
+def read_image(path: str | Path, out: np.ndarray | None = None) -> Image:
     """Read a FITS or XISF file into an :class:`Image` (dispatch on the extension).
+
+    ``out``: an array to read the pixels into when it has their shape (H, W, C) and is
+    float32, C-contiguous and writeable (a batch reuses one); a new one otherwise.
 
     Examples
     --------
@@ -44,7 +47,7 @@ def read_image(path: str | Path) -> Image:
     ...
     bgopt_plugin.io.image.ImageIOError: missing.fits: file not found
     """
-    return read_fits(path) if format_of(path) == "fits" else read_xisf(path)
+    return read_fits(path, out) if format_of(path) == "fits" else read_xisf(path, out)
 
 
 def write_image(path: str | Path, image: Image, data: np.ndarray | None = None, *,

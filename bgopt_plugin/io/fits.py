@@ -32,11 +32,12 @@ def _image_hdu(hdul: fits.HDUList):
     return None
 
 
-def read_fits(path: str | Path) -> Image:
+def read_fits(path: str | Path, out: np.ndarray | None = None) -> Image:
     """Read the primary HDU, or the first image HDU, of a FITS file.
 
     NAXIS 2 is mono; NAXIS 3 with NAXIS3 of 1 or 3 gives those planes. Integer data
-    (BZERO/BSCALE applied, unsigned 16-bit included) are normalised to [0, 1].
+    (BZERO/BSCALE applied, unsigned 16-bit included) are normalised to [0, 1]. The
+    pixels go into ``out`` when it fits (see :func:`~bgopt_plugin.io.layout.reusable`).
 
     Raises
     ------
@@ -48,11 +49,11 @@ def read_fits(path: str | Path) -> Image:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyWarning)
             try:
-                header, extra, data, dtype, scale = _load(path, memmap=True)
+                header, extra, data, dtype, scale = _load(path, True, out)
             except ValueError as exc:
                 if "memory-mapped" not in str(exc):  # scaled integers cannot be mapped
                     raise
-                header, extra, data, dtype, scale = _load(path, memmap=False)
+                header, extra, data, dtype, scale = _load(path, False, out)
     except ImageIOError:
         raise
     except FileNotFoundError as exc:
@@ -67,7 +68,7 @@ def read_fits(path: str | Path) -> Image:
                  meta={"header": header, "extra_hdus": extra}, path=path)
 
 
-def _load(path: Path, memmap: bool):
+def _load(path: Path, memmap: bool, out: np.ndarray | None = None):
     """Header, extra HDUs and channels-last float32 pixels of the image HDU."""
     # Memory-mapped where possible: the pixels are converted straight from the file's pages.
     with fits.open(path, memmap=memmap) as hdul:
@@ -79,7 +80,7 @@ def _load(path: Path, memmap: bool):
         extra = [h.copy() for h in hdul if h is not hdu and not _empty_primary(h)]
         raw = hdu.data
         try:
-            data, scale = planes_to_channels_last(raw)
+            data, scale = planes_to_channels_last(raw, out)
         except ValueError as exc:
             raise ImageIOError(path, str(exc)) from None
     return header, extra, data, raw.dtype.newbyteorder("="), scale

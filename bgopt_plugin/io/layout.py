@@ -27,10 +27,23 @@ def integer_scale(dtype: np.dtype) -> float:
     return 1.0
 
 
-def planes_to_channels_last(planes: np.ndarray) -> tuple[np.ndarray, float]:
+def reusable(out: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """``out`` when it is a writeable C-contiguous float32 array of ``shape``, else a new one.
+
+    A batch reads every frame of a size into one array: memory already touched costs a
+    fraction of new pages (see benchmarks/README.md).
+    """
+    if (out is not None and out.shape == tuple(shape) and out.dtype == np.float32
+            and out.flags.c_contiguous and out.flags.writeable):
+        return out
+    return np.empty(shape, dtype=np.float32)
+
+
+def planes_to_channels_last(planes: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """(H, W) or (C, H, W) planes of any real dtype -> ((H, W, C) float32, scale).
 
-    One pass per plane; integers are divided by :func:`integer_scale`.
+    One pass per plane; integers are divided by :func:`integer_scale`. The pixels go
+    into ``out`` when it fits (see :func:`reusable`).
 
     Raises
     ------
@@ -51,7 +64,7 @@ def planes_to_channels_last(planes: np.ndarray) -> tuple[np.ndarray, float]:
         raise ValueError(f"unsupported dimensionality {np.shape(planes)} "
                          "(need 2-D, or 3-D with 1 or 3 planes)")
     scale = integer_scale(raw.dtype)
-    data = np.empty(raw.shape[1:] + (raw.shape[0],), dtype=np.float32)
+    data = reusable(out, raw.shape[1:] + (raw.shape[0],))
     for k in range(raw.shape[0]):
         data[..., k] = raw[k]
         if scale != 1.0:

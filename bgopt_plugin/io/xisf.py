@@ -16,7 +16,7 @@ import numpy as np
 
 from .atomic import atomic_output, check_regular_file, disk_full, os_reason
 from .image import Image, ImageIOError
-from .layout import integer_scale
+from .layout import integer_scale, reusable
 
 __all__ = ["read_xisf", "write_xisf", "XISF_EXTENSIONS", "CODECS"]
 
@@ -43,8 +43,9 @@ def _raw_keywords(xisf_obj) -> tuple[dict, list[str]]:
     return keywords, uncarried
 
 
-def read_xisf(path: str | Path) -> Image:
-    """Read the first image of an XISF file.
+def read_xisf(path: str | Path, out: np.ndarray | None = None) -> Image:
+    """Read the first image of an XISF file (into ``out`` when it fits, see
+    :func:`~bgopt_plugin.io.layout.reusable`).
 
     Raises
     ------
@@ -59,7 +60,7 @@ def read_xisf(path: str | Path) -> Image:
         metas = x.get_images_metadata()
         if not metas:
             raise ImageIOError(path, "no image in the file")
-        raw = np.array(x.read_image(0), copy=True)  # the package returns a read-only view
+        raw = x.read_image(0)  # a read-only view: converted into our own array below
         props = copy.deepcopy(metas[0].get("XISFProperties", {}))
         file_meta = copy.deepcopy(x.get_file_metadata())
         keywords, uncarried = _raw_keywords(x)
@@ -73,7 +74,8 @@ def read_xisf(path: str | Path) -> Image:
     if raw.ndim != 3 or raw.shape[-1] not in (1, 3):
         raise ImageIOError(path, f"unsupported dimensionality {raw.shape} (need 1 or 3 channels)")
     scale = integer_scale(raw.dtype)
-    data = raw.astype(np.float32)
+    data = reusable(out, raw.shape)
+    data[...] = raw
     if scale != 1.0:
         data /= np.float32(scale)
     meta = {"fits_keywords": keywords, "properties": props, "file_meta": file_meta,
