@@ -249,9 +249,18 @@ def test_batch_continues_past_a_bad_file(tmp_path, capsys):
 def test_console_script_and_module(tmp_path):
     src = _write_fits(tmp_path / "s.fits", _sky(rgb=False))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    r = subprocess.run([sys.executable, "-m", "bgopt_plugin", str(src), "-o", str(tmp_path), *FAST],
-                       capture_output=True, text=True, env=env, timeout=300)
+    # With TensorFlow loaded the process ends by os._exit (no teardown): what it printed
+    # must still arrive, and the exit code must be the run's.
+    r = subprocess.run([sys.executable, "-m", "bgopt_plugin", str(src), "-o", str(tmp_path), "-e", "80",
+                        "--seed", "1"], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
+    assert f"{src} -> " in r.stdout and (tmp_path / "s_bgModel.fits").exists()
+    bad = tmp_path / "bad.fits"
+    bad.write_bytes(b"SIMPLE  = T" + b" " * 100)
+    r = subprocess.run([sys.executable, "-m", "bgopt_plugin", str(src), str(bad), "-o", str(tmp_path / "o"),
+                        *FAST, "-j", "1"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2 and f"bgopt: error: {bad}: " in r.stderr
+    assert (tmp_path / "o" / "s_bgSubtracted.fits").exists()
     r = subprocess.run([sys.executable, "-m", "bgopt_plugin", str(tmp_path / "none.xisf")],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 2 and r.stderr.strip() == f"bgopt: error: {tmp_path / 'none.xisf'}: file not found"

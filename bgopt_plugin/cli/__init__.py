@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .app import build_parser, main, run, run_demo
+from .app import build_parser, console_main, main, run, run_demo
 
-__all__ = ["main", "build_parser", "run", "run_demo"]
+__all__ = ["main", "console_main", "build_parser", "run", "run_demo"]

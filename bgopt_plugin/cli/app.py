@@ -357,5 +357,30 @@ def main(argv: list[str] | None = None) -> int:
             _silence_stdout()
 
 
+def quick_exit(code: int) -> None:
+    """End this process now, skipping the interpreter's teardown when TensorFlow is loaded.
+
+    Unloading TensorFlow's modules and libraries takes ~0.9 s at exit on the benchmark
+    machine (3.3 s import, 4.2 s wall for a bare ``import tensorflow``); every output is
+    closed and renamed by then, so only the standard streams and logging are flushed.
+    Used by the console script and the ``-j`` workers, never by :func:`main` itself
+    (which tests and other programs call in-process).
+    """
+    if "tensorflow" not in sys.modules:
+        sys.exit(code)
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            stream.flush()
+    os._exit(code)
+
+
+def console_main() -> None:
+    """The ``bgopt`` console script: :func:`main`, then :func:`quick_exit`."""
+    quick_exit(main())
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console_main()
