@@ -8,6 +8,8 @@ compile the training step once.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -136,3 +138,19 @@ def test_in_place_refuses_overlaps_and_checks_divide_first():
         bgopt.fit_background(low, seed=1, epochs=5, correction="divide", protect=False,
                              out=(model, low))
     np.testing.assert_array_equal(low, before)
+
+
+def test_xla_cache_keeps_the_most_recent_programs(tmp_path):
+    from bgopt_plugin.core._tf import prune_cache
+
+    for k in range(10):
+        f = tmp_path / f"xla_compile_cache__{k}__1__XLA_CPU_JIT.pb"
+        f.write_bytes(b"x")
+        os.utime(f, (1_000_000 + k, 1_000_000 + k))
+    other = tmp_path / "notes.txt"
+    other.write_text("not ours")
+    os.utime(other, (0, 0))
+    assert prune_cache(tmp_path, keep=4) == 6
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["notes.txt"] + [f"xla_compile_cache__{k}__1__XLA_CPU_JIT.pb" for k in range(6, 10)]
+    assert prune_cache(tmp_path / "missing", keep=4) == 0

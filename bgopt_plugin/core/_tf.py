@@ -6,7 +6,8 @@ process. TensorFlow 2.21 can keep compiled programs on disk
 loads the program instead (measured: cold fit 3.1 s, next process 1.7 s). bgopt turns the
 cache on in ``$BGOPT_XLA_CACHE`` (default ``$XDG_CACHE_HOME/bgopt/xla``, about 0.5 MB per
 frame size; set it empty to turn it off), only for the TensorFlow versions it was checked
-on: an unknown flag in ``TF_XLA_FLAGS`` aborts TensorFlow.
+on: an unknown flag in ``TF_XLA_FLAGS`` aborts TensorFlow. The :data:`CACHE_KEEP` most
+recently used programs are kept.
 """
 
 from __future__ import annotations
@@ -84,7 +85,37 @@ def _enable_compile_cache() -> None:
     except OSError:      # a read-only home: compile every time, as without the cache
         return
     if os.access(folder, os.W_OK):
+        prune_cache(folder)
         os.environ["TF_XLA_FLAGS"] = f"{flags} {_CACHE_FLAG}={folder}".strip()
+
+
+#: Compiled programs kept (~0.45 MB each, one per frame size and option set).
+CACHE_KEEP = 64
+
+
+def prune_cache(folder: Path, keep: int = CACHE_KEEP) -> int:
+    """Delete all but the ``keep`` most recently used programs in ``folder``.
+
+    Each new frame size adds a program, so without a bound the cache grows for ever
+    (a test run alone leaves hundreds). Recency is the later of the access and
+    modification times. Returns the number of files removed; errors are ignored (the
+    cache is an optimisation only).
+    """
+    try:
+        entries = []
+        for entry in os.scandir(folder):
+            if entry.is_file() and entry.name.startswith("xla_compile_cache"):
+                st = entry.stat()
+                entries.append((max(st.st_atime, st.st_mtime), entry.path))
+    except OSError:
+        return 0
+    entries.sort(reverse=True)
+    removed = 0
+    for _, path in entries[keep:]:
+        with contextlib.suppress(OSError):
+            os.remove(path)
+            removed += 1
+    return removed
 
 
 @contextlib.contextmanager
