@@ -154,3 +154,25 @@ def test_xla_cache_keeps_the_most_recent_programs(tmp_path):
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == ["notes.txt"] + [f"xla_compile_cache__{k}__1__XLA_CPU_JIT.pb" for k in range(6, 10)]
     assert prune_cache(tmp_path / "missing", keep=4) == 0
+
+
+def test_fit_stops_once_the_model_has_settled(monkeypatch):
+    # A plain dome keeps lowering the loss long after the model stopped moving; the
+    # settling rule ends the fit earlier at the same accuracy.
+    h, w = 400, 600
+    yy, xx = np.mgrid[0:h, 0:w] / 600.0
+    dome = np.exp(-((xx - 0.2) ** 2 + (yy - 0.77) ** 2) / 0.3)
+    truth = (0.04 + 0.05 * dome + 0.012 * xx).astype(np.float32)
+    noise = np.random.default_rng(3).normal(0, 1, truth.shape).astype(np.float32)
+    image = truth + noise * np.sqrt(truth / 20000 + 0.0008 ** 2)
+
+    def residual(res):
+        d = res.background - truth
+        return np.sqrt(np.mean((d - np.median(d)) ** 2)) / np.ptp(truth)
+
+    settled = bgopt.fit_background(image, seed=1, protect=False)
+    monkeypatch.setattr(optimize, "_SETTLE_TOL", 0.0)
+    plateau = bgopt.fit_background(image, seed=1, protect=False)
+    assert settled.epochs_run <= plateau.epochs_run - 100
+    assert residual(settled) < 0.002 and residual(plateau) < 0.002
+    assert abs(residual(settled) - residual(plateau)) < 0.0002
