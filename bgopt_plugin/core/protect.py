@@ -180,6 +180,9 @@ def object_mask(linear: np.ndarray, valid: np.ndarray, weights: np.ndarray, quer
             trial = flags & ~region
             excess = float(z_map(without)[region].mean())
             if excess <= 0:
+                # Not above the sky fitted without it: nothing marks it as an object
+                # (a runaway of the detection rounds, the fit bending away from a hole).
+                flags, cleared = trial, cleared + 1
                 continue
             lifted = fit(trial, centers, CHECK_SMOOTHING)
             lift = float(((lifted - without) / noise).mean(axis=-1)[region].mean() * np.sqrt(n_chan))
