@@ -146,3 +146,28 @@ def test_chunked_evaluation_is_bounded_and_exact():
     small_budget = evaluate_image(params, (50, 70), budget_bytes=70 * 8 * 16 * 3)
     big_budget = evaluate_image(params, (50, 70))
     np.testing.assert_allclose(small_budget, big_budget, atol=1e-6)
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+def test_smoothing_lowers_the_bending_energy(order):
+    # The smoothing term must penalise bending for every order: the energy of the fit
+    # (sign * w^T K w, K the kernel between the centres) is positive and falls as the
+    # smoothing rises. With the plain kernel as the penalty, orders 1 and 4 (whose
+    # kernels are conditionally definite with the other sign) were pushed to bend more.
+    from bgopt_plugin.core.sampling import grid_points
+    from bgopt_plugin.core.spline import bending_sign, kernel, robust_fit, sqdist
+
+    rng = np.random.default_rng(0)
+    q = rng.uniform(0, 1, (3000, 2))
+    dome = np.exp(-((q[:, 0] - 1.1) ** 2 + (q[:, 1] - 0.3) ** 2) / 0.4)
+    truth = (0.3 + 0.2 * dome + 0.05 * q[:, 1])[:, None]
+    y = truth + rng.normal(0, 0.005, truth.shape)
+    c = grid_points(6, (1.0, 1.0))
+    k = bending_sign(order) * kernel(sqdist(c, c), order)
+    energies, errors = [], []
+    for smoothing in (0.0, 0.01, 0.1):
+        p = robust_fit(c, q, y, np.ones_like(y), order, smoothing=smoothing)
+        energies.append(float(p.w[:, 0] @ k @ p.w[:, 0]))
+        errors.append(float(np.sqrt(np.mean((p(q) - truth) ** 2)) / np.ptp(truth)))
+    assert min(energies) > 0 and energies[0] > energies[1] > energies[2]
+    assert errors[1] < 0.03, errors
