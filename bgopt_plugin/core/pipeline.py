@@ -85,12 +85,12 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None, *
         Parameters; keyword ``options`` override its fields.
     out : (ndarray, ndarray), optional
         Two C-contiguous float32 arrays of the image's shape ((H, W), or channels-last
-        (H, W, C)) that receive the background and the corrected image, in that order. A batch that
-        passes the same two for every frame of a size writes into memory it has already
-        touched instead of new pages (see benchmarks/README.md). The second may be
-        ``image`` itself (a float32 array): it is then corrected in place,
-        which saves a copy of the frame in memory; everything that can fail is checked
-        before the first pixel is overwritten.
+        (H, W, C)) that receive the background and the corrected image, in that order.
+        A batch that passes the same two for every frame of a size writes into memory it
+        has already touched instead of new pages (see benchmarks/README.md). The second
+        may be ``image`` itself (a float32 array): it is then corrected in place, which
+        saves a copy of the frame in memory; everything that can fail is checked before
+        the first pixel is overwritten.
     **options
         Any :class:`Config` field, e.g. ``n_control_points=16, seed=1``:
 
