@@ -90,6 +90,28 @@ def test_two_frames_of_one_size_compile_once(tmp_path, monkeypatch):
     assert len(compiled) == 1
 
 
+def test_one_xla_program_serves_every_block_length(tmp_path):
+    # The epoch loop's length is a run-time value: blocks of 1, 25 and 9 epochs must
+    # share one compiled program (a loop over tf.range compiled one per length: 0.7 s
+    # each on a cold cache). Observed through the persistent cache, one file per program.
+    import subprocess
+    import sys
+
+    from bgopt_plugin.core._tf import _CACHE_SINCE, _tf_version
+
+    if _tf_version() < _CACHE_SINCE:
+        pytest.skip("no persistent XLA cache before TensorFlow 2.21")
+    code = ("import bgopt_plugin as b; from bgopt_plugin.data.synthetic import make_scene; "
+            "r = b.fit_background(make_scene('dome', shape=(96, 128)).image, seed=1, epochs=60); "
+            "print(r.epochs_run)")
+    env = dict(os.environ, BGOPT_XLA_CACHE=str(tmp_path), TF_CPP_MIN_LOG_LEVEL="3")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split()[-1] == "60"          # 1 + 25 + 25 + 9 epochs
+    assert len(list(tmp_path.glob("xla_compile_cache*"))) == 1
+
+
 def test_output_buffers_are_filled_and_checked():
     scene = make_scene("dome", shape=(120, 180))
     plain = bgopt.fit_background(scene.image, seed=1, epochs=60)

@@ -168,14 +168,18 @@ class _Trainer:
         return loss
 
     def _run(self, n_steps):
-        # Up to _BLOCK epochs in one call; the loss array has a fixed size so that one
-        # compiled program serves every block length. On CPU the whole loop under XLA runs
-        # at 1.2 ms/epoch on the default ~6 100 working pixels, against 2.7 ms for a graph
-        # loop around an XLA-compiled step (benchmarks/README.md).
+        # Up to _BLOCK epochs in one call. One compiled program serves every block length:
+        # the loss array has a fixed size, and the loop is a while on a run-time count (a
+        # loop over tf.range(n_steps) made XLA compile one program per length, 0.7 s each
+        # on a cold cache, 0.16 s from the persistent one). On CPU the whole loop under
+        # XLA runs at 0.73 ms/epoch (RGB) on the default ~6 100 working pixels, against
+        # 2.7 ms for a graph loop around an XLA-compiled step (benchmarks/README.md).
         t = tf()
         losses = t.TensorArray(t.float32, size=_BLOCK, element_shape=[])
-        for i in t.range(n_steps):
+        i = t.constant(0)
+        while i < n_steps:
             losses = losses.write(i, self._step())
+            i += 1
         return losses.stack()
 
     def compile(self) -> bool:
