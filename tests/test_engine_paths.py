@@ -105,6 +105,7 @@ def test_one_xla_program_serves_every_block_length(tmp_path):
             "r = b.fit_background(make_scene('dome', shape=(96, 128)).image, seed=1, epochs=60); "
             "print(r.epochs_run)")
     env = dict(os.environ, BGOPT_XLA_CACHE=str(tmp_path), TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("TF_XLA_FLAGS", None)   # this process's own cache flag, once TensorFlow is loaded
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          timeout=300)
     assert run.returncode == 0, run.stderr
