@@ -277,6 +277,21 @@ def test_xisf_clipping_is_a_warning_on_stderr_even_when_quiet(tmp_path):
     assert "bgopt: warning: c_bgSubtracted.xisf:" in r.stderr and "clipped" in r.stderr
 
 
+def test_worker_warnings_keep_the_bgopt_format(tmp_path):
+    # -j workers format warnings as the main process does (one "bgopt: warning:" line).
+    img = _sky()
+    img[:, :10] += 0.97
+    for name in ("c", "d"):
+        XISF.write(str(tmp_path / f"{name}.xisf"), np.clip(img, 0, 1)[..., None])
+    r = subprocess.run([sys.executable, "-m", "bgopt_plugin", str(tmp_path / "c.xisf"),
+                        str(tmp_path / "d.xisf"), "-o", str(tmp_path), "--pedestal", "0.5", "-j", "2",
+                        *FAST], capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr
+    for name in ("c", "d"):
+        assert f"bgopt: warning: {name}_bgSubtracted.xisf:" in r.stderr
+    assert "UserWarning" not in r.stderr
+
+
 def test_a_2d_mask_applies_to_every_channel_of_a_colour_nddata():
     from astropy.nddata import NDData
 

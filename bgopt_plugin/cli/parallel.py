@@ -47,6 +47,8 @@ def _raise_terminated(signum, frame) -> None:
 
 def _init_worker() -> None:
     signal.signal(signal.SIGTERM, _raise_terminated)
+    warnings.formatwarning = lambda m, c, *a, **k: f"bgopt: warning: {m}\n"
+    warnings.simplefilter("default")
     # A worker's results are all delivered (outputs renamed) before it exits: skip
     # TensorFlow's ~0.9 s teardown (see cli.app.quick_exit). atexit runs before it.
     atexit.register(_exit_fast)
@@ -55,8 +57,6 @@ def _init_worker() -> None:
 def _exit_fast() -> None:
     if "tensorflow" in sys.modules:
         quick_exit(0)
-    warnings.formatwarning = lambda m, c, *a, **k: f"bgopt: warning: {m}\n"
-    warnings.simplefilter("default")
 
 
 def _work(item):
