@@ -217,7 +217,7 @@ PARAMETERS: tuple[Parameter, ...] = (
               fits_comment="control point initializer", label="Initializer"),
     Parameter("epochs", 1000, int, low=0, gui_max=20000,
               help="maximum number of optimisation epochs",
-              doc="Training stops early on a plateau.",
+              doc="Training stops earlier on a loss plateau or once the model has settled.",
               flags=("-e", "--epochs"), fits_key="BGO_EPO", fits_comment="maximum epochs",
               label="Epochs"),
     Parameter("alpha", 0.3, float, low=0.0, gui_max=100.0, gui_step=0.1,

@@ -202,7 +202,7 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None, *
                          bound=bound, cap=cap, on_block=on_block)
         params = fit.params
         history = fit.loss_history
-        if fit.epochs_run < config.epochs:   # stopped early on a plateau: the stage is complete
+        if fit.epochs_run < config.epochs:   # stopped early (plateau or settled): stage complete
             _emit(config, "fit", config.epochs, config.epochs, fit.best_loss,
                   f"converged at epoch {fit.epochs_run}")
         timings["fit"] = time.perf_counter() - t1
