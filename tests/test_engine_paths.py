@@ -113,6 +113,24 @@ def test_one_xla_program_serves_every_block_length(tmp_path):
     assert len(list(tmp_path.glob("xla_compile_cache*"))) == 1
 
 
+def test_tensorflow_import_leaves_pyplot_to_first_use():
+    # Keras imports matplotlib.pyplot while TensorFlow loads (0.25 s); bgopt holds it
+    # back, and Keras' gallery helper gets a stand-in that still reaches the real pyplot.
+    import subprocess
+    import sys
+
+    code = ("import sys; from bgopt_plugin.core._tf import tf; tf(); "
+            "print('matplotlib.pyplot' in sys.modules); "
+            "m = sys.modules.get('keras.src.visualization.plot_image_gallery'); "
+            "print(m is None or callable(m.plt.subplots)); "
+            "print('matplotlib.pyplot' in sys.modules or m is None)")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["False", "True", "True"]
+
+
 def test_output_buffers_are_filled_and_checked():
     scene = make_scene("dome", shape=(120, 180))
     plain = bgopt.fit_background(scene.image, seed=1, epochs=60)
