@@ -134,12 +134,11 @@ def _pyplot_deferred():
     """Keep ``matplotlib.pyplot`` out of TensorFlow's import.
 
     TensorFlow loads Keras eagerly, and Keras' image-gallery helper imports pyplot at
-    load time: 0.25 s of the 3.0 s import on the benchmark machine (medians of eight runs:
-    2.96 s, 2.74 s without it),
-    for a function bgopt never calls. The import is made to fail there (the helper
-    expects that when matplotlib is missing), and every module that got ``plt = None``
-    this way gets a stand-in that imports pyplot when first used, so the helper still
-    works. Nothing changes when pyplot is already loaded.
+    load time, for a function bgopt never calls: 0.25 s of the 3.0 s import on the
+    benchmark machine (medians of eight runs: 2.96 s with it, 2.74 s without). The import
+    is made to fail there (the helper expects that when matplotlib is missing), and every
+    module that got ``plt = None`` this way gets a stand-in that imports pyplot when
+    first used, so the helper still works. Nothing changes when pyplot is already loaded.
     """
     if "matplotlib.pyplot" in sys.modules:
         yield
