@@ -276,49 +276,82 @@ def robust_fit(centers: np.ndarray, query: np.ndarray, values: np.ndarray, weigh
 
 
 def _chunk_rows(width: int, n_centers: int, budget_bytes: int) -> int:
-    # Each evaluated pixel holds about 3 float64 temporaries per centre.
-    per_row = max(1, width * n_centers * 24)
+    # Each evaluated pixel holds two float64 temporaries per centre.
+    per_row = max(1, width * n_centers * 16)
     return max(1, budget_bytes // per_row)
 
 
+def _kernel_into(d2: np.ndarray, out: np.ndarray, order: int) -> np.ndarray:
+    """``kernel(d2, order)`` without its factor 0.5 (orders 2 and 4), in place: ``d2`` is
+    floored and ``out`` receives the values. Returns ``out``."""
+    np.maximum(d2, D2_FLOOR, out=d2)
+    if order in (1, 3):
+        np.sqrt(d2, out=out)
+    else:
+        np.log(d2, out=out)
+    if order >= 2:
+        out *= d2
+    if order == 4:
+        out *= d2
+    return out
+
+
 def evaluate_grid(params: SplineParams, rows: np.ndarray, cols: np.ndarray, unit: float,
-                  budget_bytes: int = 64 << 20, on_chunk=None) -> np.ndarray:
+                  budget_bytes: int = 4 << 20, on_chunk=None) -> np.ndarray:
     """Exact spline values on the grid ``rows x cols`` of full-resolution pixel indices.
 
-    Evaluated in row chunks so temporaries stay under about ``budget_bytes``.
+    On a grid the squared distances are separable, ``dy^2 + dx^2``, so each row chunk
+    costs one addition before the kernel. Chunks are sized so their two temporaries
+    (about ``budget_bytes``) stay in cache and are reused from chunk to chunk: the 24 MP
+    model's 178 x 265 coarse grid takes 10 ms, against 30 ms with full pairwise distances
+    in one 64 MB chunk.
 
     Returns
     -------
     ndarray, shape (len(rows), len(cols), C), float32
     """
-    rows = np.asarray(rows, dtype=np.float64)
-    cols = np.asarray(cols, dtype=np.float64)
-    out = np.empty((len(rows), len(cols), params.n_channels), dtype=np.float32)
-    step = _chunk_rows(len(cols), len(params.centers), budget_bytes)
-    qx = (cols + 0.5) / unit
-    n_chunks = -(-len(rows) // step)
+    qy = (np.asarray(rows, dtype=np.float64) + 0.5) / unit
+    qx = (np.asarray(cols, dtype=np.float64) + 0.5) / unit
+    centers = np.asarray(params.centers, np.float64)
+    dy2 = (qy[:, None] - centers[None, :, 0]) ** 2                 # (rows, N)
+    dx2 = (qx[:, None] - centers[None, :, 1]) ** 2                 # (cols, N)
+    weights = np.asarray(params.w, np.float64) * (0.5 if params.order in (2, 4) else 1.0)
+    v = np.asarray(params.v, np.float64)
+    along_x = qx[:, None] * v[2]                                    # (cols, C)
+    n_rows, n_cols, n_centers = len(qy), len(qx), len(centers)
+    out = np.empty((n_rows, n_cols, params.n_channels), dtype=np.float32)
+    step = min(n_rows, _chunk_rows(n_cols, n_centers, budget_bytes)) or 1
+    d2 = np.empty((step, n_cols, n_centers))
+    phi = np.empty_like(d2)
+    n_chunks = -(-n_rows // step)
     if on_chunk is not None:
         on_chunk(0, n_chunks)
-    for k, start in enumerate(range(0, len(rows), step)):
-        rr = (rows[start:start + step] + 0.5) / unit
-        q = np.stack(np.meshgrid(rr, qx, indexing="ij"), axis=-1).reshape(-1, 2)
-        out[start:start + len(rr)] = params(q).reshape(len(rr), len(cols), -1)
+    for k, start in enumerate(range(0, n_rows, step)):
+        r = min(step, n_rows - start)
+        np.add(dy2[start:start + r, None, :], dx2[None, :, :], out=d2[:r])
+        values = (_kernel_into(d2[:r], phi[:r], params.order).reshape(r * n_cols, n_centers)
+                  @ weights).reshape(r, n_cols, -1)
+        values += along_x
+        values += (v[0] + qy[start:start + r, None] * v[1])[:, None, :]
+        out[start:start + r] = values
         if on_chunk is not None:
             on_chunk(k + 1, n_chunks)
     return out
 
 
 def evaluate_image(params: SplineParams, shape: tuple[int, int], step: int = 1,
-                   budget_bytes: int = 64 << 20, on_chunk=None, affine=None,
+                   budget_bytes: int = 4 << 20, on_chunk=None, affine=None,
                    out: np.ndarray | None = None) -> np.ndarray:
     """Spline values at every pixel of a full-resolution image of ``shape`` (H, W).
 
     With ``step > 1`` the spline is evaluated exactly on every ``step``-th row and
     column (plus a margin) and brought to full resolution by separable cubic
-    convolution (Catmull-Rom, 4 taps): a small dense pass along the rows, then one sparse
-    matrix product down the columns that writes each output value once. For a smooth
-    background this agrees with the exact values to about 1e-5 of the model's range (the
-    benchmarks' "upsample err" column) at a few times the cost of a memory copy.
+    convolution (Catmull-Rom, 4 taps): a small pass along the rows, then down the
+    columns one band of ``step`` output rows at a time, as a dense product of the band's
+    weights (``step`` x 5 coarse rows) with those rows, written straight into the
+    output. For a smooth background this agrees with the exact values to about 1e-5 of
+    the model's range (the benchmarks' "upsample err" column) at about two times the
+    cost of a memory copy (benchmarks/README.md).
 
     ``affine = (scale, offset)``, per channel, maps the values to ``value * scale +
     offset``; on the coarse path it is applied to the coarse grid, which is exact because
@@ -346,31 +379,50 @@ def evaluate_image(params: SplineParams, shape: tuple[int, int], step: int = 1,
     if affine is not None:
         coarse = coarse * np.float32(affine[0]) + np.float32(affine[1])
     ny, nx, n_chan = coarse.shape
-    # Along the rows: (w, nx) @ (nx, ny * C) -> (ny, w, C), small.
-    along = _cubic_matrix(rx, w) @ coarse.transpose(1, 0, 2).reshape(nx, ny * n_chan)
-    along = np.ascontiguousarray(along.reshape(w, ny, n_chan).transpose(1, 0, 2), np.float32)
+    # Each band of output pixels reads only the few coarse values its 4 taps reach
+    # (``_taps``), so both passes are small dense products written in place. Along the
+    # rows: (ny, w, C), for bands of 10 steps of columns (batched over the coarse rows).
+    mat_x = _cubic_matrix(rx, w)
+    taps = _taps(mat_x)
+    along = np.empty((ny, w, n_chan), dtype=np.float32)
+    for lo in range(0, w, 10 * step):
+        hi = min(w, lo + 10 * step)
+        np.matmul(mat_x[lo:hi, taps(lo, hi)], coarse[:, taps(lo, hi)], out=along[:, lo:hi])
     along = along.reshape(ny, w * n_chan)
-    # Down the columns, in row chunks (for progress): (h, ny) sparse @ (ny, w * C).
+    # Down the columns, one band of ``step`` output rows at a time (about 4 multiply-adds
+    # per output value, written straight into it): a sparse product over the whole
+    # height, which writes a temporary, was 2.3 times slower.
     mat_y = _cubic_matrix(ry, h)
+    taps = _taps(mat_y)
     result = np.empty((h, w, n_chan), dtype=np.float32) if out is None else out
     flat = result.reshape(h, w * n_chan)     # a view: out must be C-contiguous
-    n_chunks = max(1, h // 64)   # chunk temporaries of a few MB are reused, not re-faulted
-    bounds = np.linspace(0, h, n_chunks + 1).astype(int)
+    bands = range(0, h, step)
+    n_chunks = len(bands)
     if on_chunk is not None:
         on_chunk(0, n_chunks)
-    for k in range(n_chunks):
-        lo, hi = bounds[k], bounds[k + 1]
-        flat[lo:hi] = mat_y[lo:hi] @ along
-        if on_chunk is not None:
+    for k, lo in enumerate(bands):
+        hi = min(h, lo + step)
+        np.matmul(mat_y[lo:hi, taps(lo, hi)], along[taps(lo, hi)], out=flat[lo:hi])
+        if on_chunk is not None and ((k + 1) % 16 == 0 or k + 1 == n_chunks):
             on_chunk(k + 1, n_chunks)
     return result
 
 
-def _cubic_matrix(coarse: np.ndarray, n: int):
-    """Sparse (n, len(coarse)) Catmull-Rom weights from a regular ``coarse`` grid to the
-    pixel indices 0..n-1 (which the grid covers with one step of margin each side)."""
-    from scipy.sparse import csr_matrix
+def _taps(mat: np.ndarray):
+    """``taps(lo, hi)``: a slice of the columns of the band matrix ``mat`` that holds
+    every non-zero weight of its rows ``lo:hi``."""
+    used = mat != 0
+    # The first and last used columns of each row, made monotonic (a row whose pixel
+    # falls on the grid uses one column, to the right of its neighbour's first).
+    first = np.minimum.accumulate(used.argmax(axis=1)[::-1])[::-1]
+    last = np.maximum.accumulate(mat.shape[1] - used[:, ::-1].argmax(axis=1))
+    return lambda lo, hi: slice(int(first[lo]), int(last[hi - 1]))
 
+
+def _cubic_matrix(coarse: np.ndarray, n: int) -> np.ndarray:
+    """Dense (n, len(coarse)) Catmull-Rom weights from a regular ``coarse`` grid to the
+    pixel indices 0..n-1 (which the grid covers with one step of margin each side); four
+    per row, float32."""
     step = coarse[1] - coarse[0]
     pos = (np.arange(n, dtype=np.float64) - coarse[0]) / step
     base = np.floor(pos).astype(np.int64)
@@ -378,6 +430,6 @@ def _cubic_matrix(coarse: np.ndarray, n: int):
     weights = np.stack([((2 - t) * t - 1) * t / 2, ((3 * t - 5) * t * t + 2) / 2,
                         ((4 - 3 * t) * t + 1) * t / 2, (t - 1) * t * t / 2], axis=1)
     cols = np.clip(base[:, None] + np.arange(-1, 3), 0, len(coarse) - 1)
-    rows = np.repeat(np.arange(n), 4)
-    return csr_matrix((weights.ravel().astype(np.float32), (rows, cols.ravel())),
-                      shape=(n, len(coarse)))
+    mat = np.zeros((n, len(coarse)), dtype=np.float32)
+    np.add.at(mat, (np.repeat(np.arange(n), 4), cols.ravel()), weights.ravel().astype(np.float32))
+    return mat
