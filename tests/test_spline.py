@@ -171,3 +171,24 @@ def test_smoothing_lowers_the_bending_energy(order):
         errors.append(float(np.sqrt(np.mean((p(q) - truth) ** 2)) / np.ptp(truth)))
     assert min(energies) > 0 and energies[0] > energies[1] > energies[2]
     assert errors[1] < 0.03, errors
+
+
+@pytest.mark.parametrize("shape, step", [((300, 457), 7), ((211, 640), 16), ((96, 100), 24)])
+def test_banded_upsampling_is_the_full_cubic_convolution(shape, step):
+    # The band-by-band products must equal the interpolation written with the whole
+    # weight matrices: three channels, sizes that are not multiples of the step, ``out``.
+    from bgopt_plugin.core.spline import _cubic_matrix, evaluate_grid
+
+    rng = np.random.default_rng(5)
+    centers = rng.uniform(0, 1, (24, 2)) * np.array(shape) / max(shape)
+    w, v = solve(centers, rng.uniform(0.2, 0.3, (24, 3)), 2, 0.1)
+    params = SplineParams(centers, w, v, 2)
+    h, wd = shape
+    ry = np.arange(-step, h + 2 * step, step, dtype=np.float64)
+    rx = np.arange(-step, wd + 2 * step, step, dtype=np.float64)
+    grid = evaluate_grid(params, ry, rx, float(max(shape))).astype(np.float64)
+    full = np.einsum("hk,wj,kjc->hwc", _cubic_matrix(ry, h), _cubic_matrix(rx, wd), grid)
+    out = np.full(shape + (3,), np.nan, np.float32)
+    banded = evaluate_image(params, shape, step=step, out=out)
+    assert banded is out
+    np.testing.assert_allclose(banded, full, rtol=0, atol=1e-6)

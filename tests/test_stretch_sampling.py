@@ -103,3 +103,13 @@ def test_config_validation(bad):
 def test_config_rejects_unknown_option():
     with pytest.raises(TypeError, match="unknown option"):
         Config.from_options(n_points=3)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 16, 17, 1000, 100_001])
+def test_quantile_and_median_from_one_partition_match_numpy(n):
+    from bgopt_plugin.core.stretch import _quantile_and_median
+
+    rng = np.random.default_rng(n)
+    sample = rng.lognormal(size=n)
+    for q in (0.0, 0.3, 0.5, 0.95, 0.999, 1.0):
+        assert _quantile_and_median(sample.copy(), q) == (np.quantile(sample, q), np.median(sample))
