@@ -6,7 +6,7 @@ import numpy as np
 
 from .parameters import Config
 
-__all__ = ["correct", "correction_factor", "sky_level", "per_channel"]
+__all__ = ["correct", "correction_factor", "sky_level", "per_channel", "require_positive"]
 
 _DIVIDE_NEEDS_POSITIVE = ("correction='divide' needs a positive background model; "
                           "use correction='subtract' for data with a pedestal at or below 0")
@@ -61,8 +61,7 @@ def correct(data: np.ndarray, background: np.ndarray, config: Config,
     else:
         keep = None
     if config.correction == "divide":
-        if not (background > 0).all():
-            raise ValueError(_DIVIDE_NEEDS_POSITIVE)
+        require_positive(background)
         np.divide(data, background, out=out, dtype=np.float32)
         if config.pedestal == "median":
             per_channel(np.multiply, out, level)
@@ -77,6 +76,13 @@ def correct(data: np.ndarray, background: np.ndarray, config: Config,
     elif keep is not None:
         out[keep] = kept
     return out
+
+
+def require_positive(background: np.ndarray) -> None:
+    """Raise ValueError unless every value of ``background`` is positive, as a
+    ``divide`` correction needs."""
+    if not (background > 0).all():
+        raise ValueError(_DIVIDE_NEEDS_POSITIVE)
 
 
 def per_channel(ufunc, out: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -103,8 +109,7 @@ def sky_level(background: np.ndarray) -> np.ndarray:
 def correction_factor(background: np.ndarray, config: Config,
                       level: np.ndarray | None = None) -> np.ndarray:
     """Per-pixel multiplier of a ``divide`` correction (``median(model) / model``)."""
-    if not (background > 0).all():
-        raise ValueError(_DIVIDE_NEEDS_POSITIVE)
+    require_positive(background)
     if config.pedestal == "median":
         numerator = sky_level(background) if level is None else level
     else:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .correct import _DIVIDE_NEEDS_POSITIVE, correct, sky_level
+from .correct import correct, require_positive, sky_level
 from .model import BackgroundModel, BackgroundResult, evaluation_step
 from .parameters import Config, ProgressEvent, document_options
 from .prepare import as_channels_last, prepare, unmask
@@ -220,10 +220,10 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None, *
     sub = max(1, evaluation_step((h, w)) // 2)
     level = sky_level(background[::sub, ::sub])
     corrected = np.empty_like(background) if out is None else out[1]
-    if config.correction == "divide" and not (background > 0).all():
+    if config.correction == "divide":
         # Checked on the whole model first: a chunk failing half-way would leave an
         # image corrected in place half done.
-        raise ValueError(_DIVIDE_NEEDS_POSITIVE)
+        require_positive(background)
     top_row = np.tile(stretch.maximum.astype(np.float32), w)   # one row of per-channel maxima
     below = above = 0
     # Chunks of a few MB: each chunk's passes (correct, restore zeros, count) then run in
