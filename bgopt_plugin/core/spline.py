@@ -31,16 +31,13 @@ def kernel(d2: np.ndarray, order: int) -> np.ndarray:
     >>> float(kernel(np.array(4.0), 1)), float(kernel(np.array(4.0), 3))
     (2.0, 8.0)
     """
-    d2 = np.maximum(d2, D2_FLOOR)
-    if order == 1:
-        return np.sqrt(d2)
-    if order == 2:
-        return 0.5 * d2 * np.log(d2)
-    if order == 3:
-        return d2 * np.sqrt(d2)
-    if order == 4:
-        return 0.5 * d2 * d2 * np.log(d2)
-    raise ValueError(f"order must be 1, 2, 3 or 4, got {order!r}")
+    if order not in (1, 2, 3, 4):
+        raise ValueError(f"order must be 1, 2, 3 or 4, got {order!r}")
+    d2 = np.array(d2, dtype=np.result_type(d2, D2_FLOOR))    # a copy, used as scratch
+    values = _kernel_into(d2, np.empty_like(d2), order)
+    if order in (2, 4):
+        values *= 0.5
+    return values[()]   # a 0-d input gives a scalar, as numpy's ufuncs do
 
 
 def bending_sign(order: int) -> int:
@@ -282,17 +279,22 @@ def _chunk_rows(width: int, n_centers: int, budget_bytes: int) -> int:
 
 
 def _kernel_into(d2: np.ndarray, out: np.ndarray, order: int) -> np.ndarray:
-    """``kernel(d2, order)`` without its factor 0.5 (orders 2 and 4), in place: ``d2`` is
-    floored and ``out`` receives the values. Returns ``out``."""
+    """:func:`kernel` without its factor 0.5 (orders 2 and 4), written into ``out``.
+
+    ``d2`` is floored in place and used as scratch (order 4 leaves its log there).
+    Returns ``out``.
+    """
     np.maximum(d2, D2_FLOOR, out=d2)
     if order in (1, 3):
         np.sqrt(d2, out=out)
-    else:
+        if order == 3:
+            out *= d2
+    elif order == 2:
         np.log(d2, out=out)
-    if order >= 2:
         out *= d2
-    if order == 4:
-        out *= d2
+    else:
+        np.multiply(d2, d2, out=out)
+        out *= np.log(d2, out=d2)
     return out
 
 
