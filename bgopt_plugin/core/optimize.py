@@ -1,4 +1,4 @@
-"""Gradient-descent fit of the spline to the working image (TensorFlow, Keras' Adam).
+"""Gradient-descent fit of the spline to the working image (TensorFlow, Adam).
 
 The spline lives in normalised linear units, where the sky is smooth and objects add
 to it; the loss compares it with the delinearized working image through the same
@@ -120,11 +120,59 @@ def _first(a) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(a, np.float32).T)
 
 
+class Adam:
+    """Adam (Kingma & Ba 2015), with the update written as Keras 3 writes it.
+
+    Keras' optimizer would be the library choice, but TensorFlow imports all of Keras
+    with it: 0.7 s of a 2.9 s import on a laptop CPU (medians: 2.89 s with Keras, 2.20 s
+    without), paid by every command-line run, for about ten lines of arithmetic. The
+    update below is Keras' term for term (same constants, same order of operations), and
+    ``tests/test_optimize.py`` checks it against ``keras.optimizers.Adam``.
+
+    Parameters
+    ----------
+    variables : list of tf.Variable
+        The parameters it updates.
+    learning_rate : float
+        Initial step size; ``learning_rate`` is a variable, so it can be changed between
+        compiled calls.
+    beta_1, beta_2, epsilon : float
+        Decay rates of the first and second moment estimates, and the denominator's floor.
+    """
+
+    def __init__(self, variables, learning_rate: float, beta_1: float = 0.9,
+                 beta_2: float = 0.999, epsilon: float = 1e-7):
+        t = tf()
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+        self.learning_rate = t.Variable(float(learning_rate), dtype=t.float32)
+        self.iterations = t.Variable(0, dtype=t.int64)
+        self.moments = [t.Variable(t.zeros_like(x)) for x in variables]
+        self.velocities = [t.Variable(t.zeros_like(x)) for x in variables]
+
+    def apply(self, grads, variables) -> None:
+        """One update of ``variables`` (float32) along ``grads``."""
+        t = tf()
+        step = t.cast(self.iterations + 1, t.float32)
+        alpha = (self.learning_rate * t.sqrt(1 - t.pow(t.constant(self.beta_2), step))
+                 / (1 - t.pow(t.constant(self.beta_1), step)))
+        for g, x, m, v in zip(grads, variables, self.moments, self.velocities):
+            m.assign_add((g - m) * (1 - self.beta_1))
+            v.assign_add((t.square(g) - v) * (1 - self.beta_2))
+            x.assign_sub(m * alpha / (t.sqrt(v) + self.epsilon))
+        self.iterations.assign_add(1)
+
+    def reset(self, learning_rate: float | None = None) -> None:
+        """Forget the moments (a fresh start), optionally with a new learning rate."""
+        for var in (*self.moments, *self.velocities):
+            var.assign(np.zeros(var.shape, np.float32))
+        self.iterations.assign(0)
+        if learning_rate is not None:
+            self.learning_rate.assign(float(learning_rate))
+
+
 class _Trainer:
     def __init__(self, q, y, wt, midtones, init: SplineParams, alpha: float, lr: float):
         t = tf()
-        import keras
-
         self.order = init.order
         # Variables, not constants, so a compiled trainer can take new samples of the
         # same shape (see make_trainer's cache).
@@ -141,8 +189,7 @@ class _Trainer:
         self.vars = [t.Variable(np.asarray(x, np.float32)) for x in (init.centers, init.w, init.v)]
         self.best = [t.Variable(np.asarray(x, np.float32)) for x in (init.centers, init.w, init.v)]
         self.best_loss = t.Variable(np.inf, dtype=t.float32)
-        self.opt = keras.optimizers.Adam(learning_rate=float(lr), epsilon=1e-7)
-        self.opt.build(self.vars)
+        self.opt = Adam(self.vars, lr)
 
     @property
     def lr(self):
@@ -164,7 +211,7 @@ class _Trainer:
         for b, x in zip(self.best, self.vars):
             b.assign(t.where(better, x, b))
         self.best_loss.assign(t.minimum(loss, self.best_loss))
-        self.opt.apply_gradients(zip(grads, self.vars))
+        self.opt.apply(grads, self.vars)
         return loss
 
     def _run(self, n_steps):
@@ -174,12 +221,16 @@ class _Trainer:
         # on a cold cache, 0.16 s from the persistent one). On CPU the whole loop under
         # XLA runs at 0.73 ms/epoch (RGB) on the default ~6 100 working pixels, against
         # 2.7 ms for a graph loop around an XLA-compiled step (benchmarks/README.md).
+        # The loop is a tf.while_loop traced without AutoGraph: AutoGraph's rewriting of
+        # this module's functions took 0.65 s of a process's first fit (first fit of a
+        # 256x384 frame 1.72 -> 1.05 s, medians of 3; the same model bit for bit).
         t = tf()
-        losses = t.TensorArray(t.float32, size=_BLOCK, element_shape=[])
-        i = t.constant(0)
-        while i < n_steps:
-            losses = losses.write(i, self._step())
-            i += 1
+
+        def body(i, losses):
+            return i + 1, losses.write(i, self._step())
+
+        start = (t.constant(0), t.TensorArray(t.float32, size=_BLOCK, element_shape=[]))
+        _, losses = t.while_loop(lambda i, _: i < n_steps, body, start)
         return losses.stack()
 
     def compile(self) -> bool:
@@ -187,13 +238,14 @@ class _Trainer:
         t = tf()
         spec = t.TensorSpec([], t.int32)
         try:
-            self.run = t.function(self._run, input_signature=[spec], jit_compile=True)
+            self.run = t.function(self._run, input_signature=[spec], jit_compile=True,
+                                  autograph=False)
             self.run(t.constant(1))  # compile now, so a failure falls back here
             return True
         except Exception as exc:  # noqa: BLE001 - XLA is unavailable for some ops/devices
             log.info("XLA compilation failed, training in plain graph mode: %s",
                      str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            self.run = t.function(self._run, input_signature=[spec])
+            self.run = t.function(self._run, input_signature=[spec], autograph=False)
             return False
 
     def reset(self, init: SplineParams, wt: np.ndarray | None = None, lr: float | None = None) -> None:
@@ -201,14 +253,10 @@ class _Trainer:
         for x, b, val in zip(self.vars, self.best, (init.centers, init.w, init.v)):
             x.assign(np.asarray(val, np.float32))
             b.assign(np.asarray(val, np.float32))
-        for var in self.opt.variables:
-            if var is not self.opt.learning_rate:
-                var.assign(np.zeros(var.shape, np.float32).astype(var.dtype))
+        self.opt.reset(lr)
         self.best_loss.assign(np.inf)
         if wt is not None:
             self.wt.assign(_first(wt))
-        if lr is not None:
-            self.opt.learning_rate.assign(float(lr))
 
     def restore_best(self) -> None:
         for b, x in zip(self.best, self.vars):
