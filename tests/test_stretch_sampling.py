@@ -113,3 +113,10 @@ def test_quantile_and_median_from_one_partition_match_numpy(n):
     sample = rng.lognormal(size=n)
     for q in (0.0, 0.3, 0.5, 0.95, 0.999, 1.0):
         assert _quantile_and_median(sample.copy(), q) == (np.quantile(sample, q), np.median(sample))
+    # float32 data less its pedestal, as the stretch takes it: as numpy on the float64 difference
+    data = (sample * 1e-3 + 0.01).astype(np.float32)
+    ped = float(data.min())
+    shifted = data.astype(np.float64) - ped
+    for q in (0.0, 0.3, 0.5, 0.95, 0.999, 1.0):
+        assert (_quantile_and_median(data, q, ped)
+                == (np.quantile(shifted, q), np.median(shifted)))

@@ -90,17 +90,25 @@ def _valid_range(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return low, high
 
 
-def _quantile_and_median(sample: np.ndarray, quantile: float) -> tuple[float, float]:
-    """``np.quantile(sample, quantile)`` and ``np.median(sample)`` from one partition of
-    the (1-D) sample instead of two (24 MP: 6 -> 3 partitions of 2.7 M values, -75 ms)."""
+def _quantile_and_median(sample: np.ndarray, quantile: float,
+                         offset: float = 0.0) -> tuple[float, float]:
+    """``np.quantile(s, quantile)`` and ``np.median(s)`` of ``s = sample - offset`` in float64,
+    from one partition of the (1-D) sample instead of two (24 MP: 6 -> 3 partitions of
+    2.7 M values, -75 ms).
+
+    The sample is partitioned as it is (float32 needs no float64 copy): subtracting the
+    offset keeps the order, and only the few values picked are converted and shifted, so
+    the result is what numpy gives on the float64 difference.
+    """
     n = sample.size
     at = quantile * (n - 1)          # numpy's default ("linear") method
     below = int(np.floor(at))
     above = min(below + 1, n - 1)
     part = np.partition(sample, sorted({below, above, (n - 1) // 2, n // 2}))
-    a, b, t = part[below], part[above], at - below
+    a, b, lo, hi = (np.float64(part[i]) - offset for i in (below, above, (n - 1) // 2, n // 2))
+    t = at - below
     q = b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
-    return float(q), float(0.5 * (part[(n - 1) // 2] + part[n // 2]))
+    return float(q), float(0.5 * (lo + hi))
 
 
 @dataclass(frozen=True)
@@ -129,8 +137,8 @@ class Stretch:
         """Estimate the stretch of a channels-last image.
 
         Zero, NaN and Inf pixels are ignored. The minimum and maximum are exact; the
-        quantile and median come from a regular subsample of at most about
-        :data:`STATS_SAMPLE` pixels (all pixels for smaller images).
+        quantile and median come from a regular subsample of at most
+        :data:`STATS_SAMPLE` pixels (all pixels for images no larger).
 
         Raises
         ------
@@ -138,7 +146,9 @@ class Stretch:
             If a channel has no valid pixel or is constant.
         """
         h, w, n_chan = image.shape
-        step = max(1, int(np.sqrt(h * w / STATS_SAMPLE)))
+        # Rounded up, so the sample never exceeds STATS_SAMPLE (rounded down, a 6 MP frame
+        # was sampled whole: 0.31 -> 0.13 s, scale and midtones moved by < 3e-4 relative).
+        step = max(1, int(np.ceil(np.sqrt(h * w / STATS_SAMPLE))))
         scale, mid = np.empty(n_chan), np.empty(n_chan)
         ped, top = _valid_range(image)
         for c in range(n_chan):
@@ -148,10 +158,10 @@ class Stretch:
             valid = ~missing_pixels(x[::step, ::step])
             if not top[c] > ped[c]:
                 raise ValueError(f"channel {c} is constant: nothing to model")
-            sample = x[::step, ::step][valid].astype(np.float64) - ped[c]
+            sample = x[::step, ::step][valid]
             if sample.size < 16:
-                sample = x[~missing_pixels(x)].astype(np.float64) - ped[c]
-            q, middle = _quantile_and_median(sample, quantile)
+                sample = x[~missing_pixels(x)]
+            q, middle = _quantile_and_median(sample, quantile, ped[c])
             scale[c] = q if q > 0 else top[c] - ped[c]
             # The median of the scaled, clipped sample (the clip and the scale are
             # monotonic, so it is the scaled median, clipped).
