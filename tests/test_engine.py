@@ -179,6 +179,26 @@ def test_missing_pixels_unchanged_and_out_of_range_counted():
     assert none.out_of_range["below"] > 0  # about half the sky is below 0 without pedestal
 
 
+@pytest.mark.parametrize("pedestal", ["median", "none"])
+def test_out_of_range_counts_every_corrected_pixel(pedestal):
+    # A frame of several correction chunks; the counts are skipped where a chunk's
+    # minimum and maximum allow, so check them against a count over the whole result.
+    img = _small_sky(shape=(400, 900), rgb=True, seed=4).astype(np.float32)
+    rng = np.random.default_rng(5)
+    top = img.max(axis=(0, 1))
+    for y, x in rng.integers(0, (400, 900), size=(40, 2)):
+        img[y, x] = top                       # hot pixels at the input maximum
+    img[10:14, :] = 0.0
+    img[200, 5] = [np.nan, np.inf, -np.inf]
+    res = bgopt.fit_background(img, seed=1, pedestal=pedestal, **FAST)
+    finite = np.isfinite(res.corrected)
+    valid_max = np.where(np.isfinite(img) & (img != 0), img, -np.inf).max(axis=(0, 1))
+    below = int((finite & (res.corrected < 0)).sum())
+    above = int((finite & (res.corrected > valid_max)).sum())
+    assert res.out_of_range == {"below": below, "above": above}
+    assert (above > 0) == (pedestal == "median") and (below > 0) == (pedestal == "none")
+
+
 def test_mask_and_progress():
     img = _small_sky()
     mask = np.ones(img.shape, np.float32)

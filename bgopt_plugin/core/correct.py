@@ -56,7 +56,8 @@ def correct(data: np.ndarray, background: np.ndarray, config: Config,
     if missing is not None:
         keep = np.broadcast_to(missing, out.shape)
         kept = np.broadcast_to(data, out.shape)[keep]
-    elif config.correction == "subtract" or config.pedestal not in ("median", "none"):
+    elif ((config.correction == "subtract" or config.pedestal not in ("median", "none"))
+          and not data.min() > 0):   # a minimum > 0 rules zeros out at a third of the cost
         keep, kept = data == 0, np.float32(0)
     else:
         keep = None
