@@ -148,7 +148,7 @@ def _nan_median(blocks: np.ndarray) -> np.ndarray:
 
 
 def downscale(image: np.ndarray, factor: int, func: str = "median", transform=None,
-              missing_as_nan: bool = True) -> np.ndarray:
+              missing_as_nan: bool = True, value_range: np.ndarray | None = None) -> np.ndarray:
     """Block-reduce a full-resolution image one strip of ``factor`` rows at a time.
 
     Memory stays at one strip of temporaries whatever the image size.
@@ -163,11 +163,19 @@ def downscale(image: np.ndarray, factor: int, func: str = "median", transform=No
         Applied to each float32 strip before reducing (e.g. a stretch).
     missing_as_nan : bool
         Treat zero and non-finite pixels as missing (NaN), as the engine does.
+    value_range : ndarray (2, C), optional
+        Receives the per-channel minimum and maximum of the pixels that are not NaN
+        after the above (inf and -inf for a channel without any), taken while each strip
+        is in cache instead of in a pass of its own; not with ``transform``.
 
     Returns
     -------
     ndarray (ceil(H/factor), ceil(W/factor), C), float32
     """
+    if value_range is not None:
+        if transform is not None:
+            raise ValueError("value_range is taken before the reduction, not with a transform")
+        value_range[0], value_range[1] = np.inf, -np.inf
     h, w, c = image.shape
     hb, wb = math.ceil(h / factor), math.ceil(w / factor)
     out = np.empty((hb, wb, c), dtype=np.float32)
@@ -184,11 +192,14 @@ def downscale(image: np.ndarray, factor: int, func: str = "median", transform=No
         if missing_as_nan:
             np.copyto(part, np.nan, where=missing_pixels(part))
         done = strip if transform is None else transform(strip)
-        if factor == 1:
-            out[i] = done[0]
-            continue
-        np.copyto(blocks, done.reshape(factor, wb, factor, c).transpose(1, 3, 0, 2))
-        out[i] = _reduce_blocks(flat, func)
+        if factor > 1:
+            np.copyto(blocks, done.reshape(factor, wb, factor, c).transpose(1, 3, 0, 2))
+        if value_range is not None:   # per channel, along the blocks' contiguous rows
+            for ch in range(c):
+                values = flat[:, ch] if factor > 1 else part[..., ch]
+                value_range[0, ch] = np.fmin(value_range[0, ch], np.fmin.reduce(values, axis=None))
+                value_range[1, ch] = np.fmax(value_range[1, ch], np.fmax.reduce(values, axis=None))
+        out[i] = _reduce_blocks(flat, func) if factor > 1 else done[0]
     return out
 
 
