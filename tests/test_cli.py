@@ -257,7 +257,9 @@ def test_console_script_and_module(tmp_path):
     assert f"{src} -> " in r.stdout and (tmp_path / "s_bgModel.fits").exists()
     bad = tmp_path / "bad.fits"
     bad.write_bytes(b"SIMPLE  = T" + b" " * 100)
-    r = subprocess.run([sys.executable, "-m", "bgopt_plugin", str(src), str(bad), "-o", str(tmp_path / "o"),
+    # The bad file first: a process's first file is read while TensorFlow loads, and its
+    # read error must still be reported as one line, then the next file processed.
+    r = subprocess.run([sys.executable, "-m", "bgopt_plugin", str(bad), str(src), "-o", str(tmp_path / "o"),
                         *FAST, "-j", "1"], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 2 and f"bgopt: error: {bad}: " in r.stderr
     assert (tmp_path / "o" / "s_bgSubtracted.fits").exists()

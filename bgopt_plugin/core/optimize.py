@@ -21,7 +21,7 @@ import numpy as np
 from ._tf import tf
 from .spline import D2_FLOOR, SplineParams
 
-__all__ = ["FitResult", "fit_spline", "make_trainer", "LOSS_FLOOR"]
+__all__ = ["FitResult", "fit_spline", "make_trainer", "load_optimizer", "LOSS_FLOOR"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,30 @@ _MIN_DELTA = 5e-4     # improvement of the (log) loss that counts
 _SETTLE_TOL = 1e-3
 _SETTLE_EPOCHS = 100
 _PROBES = 1500        # working pixels on which the model's movement is checked
+
+
+def load_optimizer() -> bool:
+    """Import TensorFlow now rather than at the first fit.
+
+    The import takes about 2 s on a laptop CPU, mostly in Python; a host can overlap it
+    with work that releases the GIL, such as reading the first file.
+
+    Returns
+    -------
+    bool
+        True if this call imported it, False if it was already loaded.
+
+    Examples
+    --------
+    >>> from bgopt_plugin.core import load_optimizer
+    >>> load_optimizer() in (True, False)
+    True
+    """
+    from . import _tf
+
+    loaded = _tf._tf is not None
+    tf()
+    return not loaded
 
 
 @dataclass
