@@ -176,24 +176,31 @@ def _buffer(role: str, shape: tuple[int, int, int]) -> np.ndarray:
     return _BUFFERS[role]
 
 
-def _timed_read(src: Path) -> tuple[bio.Image, float]:
+def _timed_read(src: Path, roles: tuple[str, ...] = ()) -> tuple[bio.Image, float]:
+    """Read ``src``; then touch every page of the buffers for ``roles`` (a new array's
+    pages cost their first write, 0.3-0.8 s for a 24 MP frame on the benchmark machine)."""
     t0 = time.perf_counter()
     image = bio.read_image(src, out=_BUFFERS.get("image"))
-    return image, time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    for role in roles:
+        _buffer(role, image.shape).fill(0)
+    return image, seconds
 
 
-def _read(src: Path, fit_follows: bool) -> tuple[bio.Image, float]:
+def _read(src: Path, fit_follows: bool, roles: tuple[str, ...]) -> tuple[bio.Image, float]:
     """Read ``src`` into this process's frame buffer; returns the image and the read time.
 
     When a fit will follow and TensorFlow is not loaded yet (a process's first file),
-    the file is read in a thread while TensorFlow is imported: a read is a few large
-    calls that release the GIL, and the import is Python that holds it, so the two
-    overlap (24 MP: a 0.4-0.7 s read hidden behind a 2.0 s import, which took as long).
+    the file is read in a thread while TensorFlow is imported, and the thread then
+    touches the new output buffers (``roles``): reading and filling are a few large
+    calls that release the GIL, and the import is Python that holds it, so they overlap
+    (24 MP: the 0.4-0.7 s read and the first writes of the model's pages hidden behind a
+    2.0 s import, which took as long).
     """
     if not fit_follows or "tensorflow" in sys.modules:
         return _timed_read(src)
     with ThreadPoolExecutor(1) as pool:
-        reading = pool.submit(_timed_read, src)
+        reading = pool.submit(_timed_read, src, roles)
         load_optimizer()
         return reading.result()
 
@@ -202,7 +209,11 @@ def _process(job: Job, args, rep: _Reporter) -> None:
     """Read, fit and write one file; its outputs appear together or not at all."""
     t0 = time.perf_counter()
     config = config_from_args(args, progress=rep.progress)
-    image, t_read = _read(job.src, fit_follows=not args.preview and config.epochs > 0)
+    # The frame is our own copy of the file, so it is corrected in place (one frame less
+    # in memory) unless the plots or the statistics still need the original.
+    in_place = not (args.plots or args.verbose)
+    image, t_read = _read(job.src, fit_follows=not args.preview and config.epochs > 0,
+                          roles=("model",) if in_place else ("model", "corrected"))
     _BUFFERS["image"] = image.data      # the next file of this size is read into it
     mask = _read_mask(Path(args.mask), image.shape) if args.mask else None
     rep.detail(lambda: _stats("Original", image.data))
@@ -220,9 +231,6 @@ def _process(job: Job, args, rep: _Reporter) -> None:
         rep.info(f"{job.src} -> {target} (preview, factor {prep.factor}, "
                  f"{int(prep.usable.sum())}/{prep.usable.size} working pixels used)")
         return
-    # The frame is our own copy of the file, so it is corrected in place (one frame less
-    # in memory) unless the plots or the statistics still need the original.
-    in_place = not (args.plots or args.verbose)
     res = fit_background(image.data, mask, config, out=(
         _buffer("model", image.shape), image.data if in_place else _buffer("corrected", image.shape)))
     rep.close()
