@@ -195,7 +195,10 @@ def _read(src: Path, fit_follows: bool, roles: tuple[str, ...]) -> tuple[bio.Ima
     touches the new output buffers (``roles``): reading and filling are a few large
     calls that release the GIL, and the import is Python that holds it, so they overlap
     (24 MP: the 0.4-0.7 s read and the first writes of the model's pages hidden behind a
-    2.0 s import, which took as long).
+    2.0 s import, which took as long). Errors of the read reach the caller as usual,
+    after the import. The import silences file descriptor 2 meanwhile (TensorFlow's C++
+    start-up lines); the read prints nothing, and the only warnings it can raise are
+    astropy's, which the FITS reader ignores.
     """
     if not fit_follows or "tensorflow" in sys.modules:
         return _timed_read(src)

@@ -148,9 +148,9 @@ class Adam:
     """Adam (Kingma & Ba 2015), with the update written as Keras 3 writes it.
 
     Keras' optimizer would be the library choice, but TensorFlow imports all of Keras
-    with it: 0.7 s of a 2.9 s import on a laptop CPU (medians: 2.89 s with Keras, 2.20 s
-    without), paid by every command-line run, for about ten lines of arithmetic. The
-    update below is Keras' term for term (same constants, same order of operations), and
+    with it: 0.7 s of a 2.9 s import on the benchmark machine (medians: 2.89 s with
+    Keras, 2.20 s without), paid by every command-line run, for about ten lines of
+    arithmetic. The update below is Keras' term for term (same constants, same order of operations), and
     ``tests/test_optimize.py`` checks it against ``keras.optimizers.Adam``.
 
     Parameters
