@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from bgopt_plugin.core import Config
-from bgopt_plugin.core.sampling import auto_factor, block_reduce, initial_points, threshold_mask
+from bgopt_plugin.core.sampling import (
+    auto_factor,
+    block_reduce,
+    downscale,
+    initial_points,
+    threshold_mask,
+)
 from bgopt_plugin.core.stretch import TARGET_MEDIAN, Stretch
 
 
@@ -61,6 +67,27 @@ def test_block_median_mixes_whole_and_holed_blocks(f):
         for bx in range(got.shape[1]):
             block = img[by * f:(by + 1) * f, bx * f:(bx + 1) * f].reshape(-1, 3)
             np.testing.assert_array_equal(got[by, bx], np.nanmedian(block, axis=0).astype(np.float32))
+
+
+@pytest.mark.parametrize("f", [1, 4, 7])
+def test_downscale_strips_equal_block_reduce_and_give_the_valid_range(f):
+    # Strip by strip into reused buffers: the blocks of the whole image, missing pixels
+    # (zero, NaN, Inf) left out, and each channel's range of the valid pixels on the way.
+    rng = np.random.default_rng(3)
+    img = rng.normal(0.2, 0.05, (30, 41, 3)).astype(np.float32)
+    img[:3, :5] = 0.0
+    img[10, 7] = [np.nan, np.inf, -np.inf]
+    img[20, 40, 1] = 5.0                      # the largest value, in an edge block
+    img[29, 0, 2] = -1.0                      # the smallest, in the short last strip
+    data = np.where((img == 0) | ~np.isfinite(img), np.nan, img)
+    value_range = np.empty((2, 3))
+    got = downscale(img, f, "median", value_range=value_range)
+    np.testing.assert_array_equal(got, block_reduce(data, f, "median"))
+    np.testing.assert_array_equal(value_range, [np.nanmin(data, axis=(0, 1)),
+                                                np.nanmax(data, axis=(0, 1))])
+    assert value_range[1, 1] == 5.0 and value_range[0, 2] == -1.0
+    with pytest.raises(ValueError, match="transform"):
+        downscale(img, f, "mean", transform=np.sqrt, value_range=value_range)
 
 
 class _nowarn:

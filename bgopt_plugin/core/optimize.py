@@ -46,8 +46,9 @@ _PROBES = 1500        # working pixels on which the model's movement is checked
 def load_optimizer() -> bool:
     """Import TensorFlow now rather than at the first fit.
 
-    The import takes about 2 s on a laptop CPU, mostly in Python; a host can overlap it
-    with work that releases the GIL, such as reading the first file.
+    The import takes about 2 s on the benchmark machine (2 CPU cores), mostly in Python;
+    a host can overlap it with work that releases the GIL, such as reading the first
+    file.
 
     Returns
     -------
@@ -150,8 +151,9 @@ class Adam:
     Keras' optimizer would be the library choice, but TensorFlow imports all of Keras
     with it: 0.7 s of a 2.9 s import on the benchmark machine (medians: 2.89 s with
     Keras, 2.20 s without), paid by every command-line run, for about ten lines of
-    arithmetic. The update below is Keras' term for term (same constants, same order of operations), and
-    ``tests/test_optimize.py`` checks it against ``keras.optimizers.Adam``.
+    arithmetic. The update below is Keras' term for term (same constants, same order
+    of operations), and ``tests/test_optimize.py`` checks it against
+    ``keras.optimizers.Adam``.
 
     Parameters
     ----------

@@ -94,9 +94,8 @@ class SplineParams:
 
     def __call__(self, query: np.ndarray) -> np.ndarray:
         """Evaluate at normalised (P, 2) query points; returns (P, C) float64."""
-        query = np.asarray(query, dtype=np.float64)
-        phi = kernel(sqdist(query, self.centers), self.order)
-        return phi @ np.asarray(self.w, np.float64) + _linear(query) @ np.asarray(self.v, np.float64)
+        return _values(_design(np.asarray(self.centers, np.float64), query, self.order),
+                       np.asarray(self.w, np.float64), np.asarray(self.v, np.float64))
 
 
 def bending_energy(params: SplineParams) -> np.ndarray:
@@ -294,7 +293,7 @@ def robust_fit(centers: np.ndarray, query: np.ndarray, values: np.ndarray, weigh
 
 
 def _values(design: np.ndarray, w: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """A spline's values from its :func:`_design` matrix, as :class:`SplineParams` computes them."""
+    """A spline's values from its :func:`_design` matrix (weights ``w``, linear term ``v``)."""
     n = len(w)
     return design[:, :n] @ w + design[:, n:] @ v
 
