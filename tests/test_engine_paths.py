@@ -113,6 +113,32 @@ def test_one_xla_program_serves_every_block_length(tmp_path):
     assert len(list(tmp_path.glob("xla_compile_cache*"))) == 1
 
 
+def test_without_xla_the_epoch_loop_runs_as_a_plain_graph(monkeypatch):
+    # XLA is missing for some devices and ops: the same loop then runs as a plain graph.
+    from bgopt_plugin.core._tf import tf
+
+    scene = make_scene("dome", shape=(96, 128))
+    with_xla = bgopt.fit_background(scene.image, seed=1, epochs=200, protect=False)
+    t = tf()
+    real = t.function
+
+    def without_xla(*args, jit_compile=None, **kwargs):
+        if jit_compile:
+            def unavailable(*call_args):
+                raise RuntimeError("XLA unavailable (test)")
+            return unavailable
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(optimize, "_CACHE", {})
+    monkeypatch.setattr(t, "function", without_xla)
+    res = bgopt.fit_background(scene.image, seed=1, epochs=200, protect=False)
+    assert res.info["jit_compiled"] is False and with_xla.info["jit_compiled"] is True
+    assert res.epochs_run == with_xla.epochs_run
+    np.testing.assert_allclose(res.background, with_xla.background, rtol=1e-3)
+    graph, xla = (score(scene, r.background, r.corrected)["residual"] for r in (res, with_xla))
+    assert abs(graph - xla) < 1e-4
+
+
 def test_tensorflow_import_leaves_keras_out_and_usable():
     # TensorFlow imports Keras (0.7 s, and matplotlib.pyplot with it); bgopt holds it back
     # and trains with its own Adam, and a user's ``import keras`` still works afterwards.
