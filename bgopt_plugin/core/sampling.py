@@ -54,8 +54,14 @@ def _blocks(image: np.ndarray, factor: int) -> np.ndarray:
         padded = np.full((hb * factor, wb * factor, c), np.nan, dtype=image.dtype)
         padded[:h, :w] = image
         image = padded
-    blocks = image.reshape(hb, factor, wb, factor, c).transpose(0, 2, 4, 1, 3)
-    return blocks.reshape(hb, wb, c, factor * factor)
+    return _block_view(image, factor).reshape(hb, wb, c, factor * factor)
+
+
+def _block_view(image: np.ndarray, factor: int) -> np.ndarray:
+    """An (H, W, C) image whose sides are multiples of ``factor``, viewed as
+    (H/f, W/f, C, f, f) blocks (no copy)."""
+    h, w, c = image.shape
+    return image.reshape(h // factor, factor, w // factor, factor, c).transpose(0, 2, 4, 1, 3)
 
 
 def block_reduce(image: np.ndarray, factor: int, func: str = "median") -> np.ndarray:
@@ -193,7 +199,7 @@ def downscale(image: np.ndarray, factor: int, func: str = "median", transform=No
             np.copyto(part, np.nan, where=missing_pixels(part))
         done = strip if transform is None else transform(strip)
         if factor > 1:
-            np.copyto(blocks, done.reshape(factor, wb, factor, c).transpose(1, 3, 0, 2))
+            np.copyto(blocks, _block_view(done, factor)[0])
         if value_range is not None:   # per channel, along the blocks' contiguous rows
             for ch in range(c):
                 values = flat[:, ch] if factor > 1 else part[..., ch]
