@@ -152,22 +152,30 @@ def test_existing_plot_png_is_refused_before_any_work(tmp_path, capsys, monkeypa
     (OSError(errno.ENOSPC, "No space left on device"), "no space left on device"),
     (OSError("488000 requested and 11568 written"), "no space left on device"),
 ])
-def test_a_failed_second_output_leaves_nothing_of_the_file(tmp_path, capsys, monkeypatch, error, message):
+@pytest.mark.parametrize("failed,slow", [("x_bgModel", "x_bgSubtracted"),
+                                         ("x_bgSubtracted", "x_bgModel")])
+def test_a_failed_output_leaves_nothing_of_the_file(tmp_path, capsys, monkeypatch, error, message,
+                                                     failed, slow):
+    """The two outputs are written at once; when one fails, the other (made slow here)
+    is waited for before the temporaries are removed, so none is left behind."""
     src = _fits(tmp_path / "x.fits")
     import bgopt_plugin.io.fits as fits_io
 
-    real, count = fits_io._stream, []
+    real = fits_io._stream
 
     def failing(path, header, pixels, rows=512):
-        count.append(path)
-        if len(count) == 2:                               # the model, after the corrected image
+        name = Path(path).name
+        if name.startswith(f".{failed}.fits."):
             Path(path).write_bytes(b"partial")
             raise error
+        if name.startswith(f".{slow}.fits."):
+            time.sleep(0.5)
         return real(path, header, pixels, rows)
     monkeypatch.setattr(fits_io, "_stream", failing)
     assert main([str(src), "-o", str(tmp_path), *FAST]) == 2
+    time.sleep(0.8)   # a write still running after main() would recreate its temporary
     err = _err_lines(capsys)
-    assert len(err) == 1 and "x_bgModel.fits" in err[0] and message in err[0]
+    assert len(err) == 1 and f"{failed}.fits" in err[0] and message in err[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.fits"]  # no output, no temporary
 
 
