@@ -90,6 +90,45 @@ def test_two_frames_of_one_size_compile_once(tmp_path, monkeypatch):
     assert len(compiled) == 1
 
 
+def test_the_trainer_built_meanwhile_is_used_and_changes_nothing(monkeypatch):
+    # With TensorFlow loaded, fit_background builds the compiled trainer in a thread while
+    # prepare and the object search run; the fit must take that trainer (one compile)
+    # and give the model a trainer of its own gives, bit for bit.
+    import contextlib
+    import threading
+
+    from bgopt_plugin.core import pipeline
+    from bgopt_plugin.core._tf import tf
+
+    tf()
+    scene = make_scene("nebula", shape=(120, 180), seed=3)
+    built, compiled = [], []
+    real_build, real_compile = optimize.build_trainer, optimize._Trainer.compile
+
+    def recording(*args):
+        built.append(threading.current_thread() is not threading.main_thread())
+        return real_build(*args)
+
+    def counting(self):
+        compiled.append(1)
+        return real_compile(self)
+    monkeypatch.setattr(optimize, "build_trainer", recording)
+    monkeypatch.setattr(optimize._Trainer, "compile", counting)
+    monkeypatch.setattr(optimize, "_CACHE", {})
+    meanwhile = bgopt.fit_background(scene.image, seed=1, epochs=120)
+    assert built == [True] and len(compiled) == 1
+    trainer = next(iter(optimize._CACHE.values()))
+    samples = trainer.y.numpy().copy()
+    assert optimize.build_trainer(*next(iter(optimize._CACHE))) is False   # cached: untouched
+    np.testing.assert_array_equal(trainer.y.numpy(), samples)
+
+    monkeypatch.setattr(optimize, "_CACHE", {})
+    monkeypatch.setattr(pipeline, "_trainer_meanwhile", lambda *a: contextlib.nullcontext())
+    alone = bgopt.fit_background(scene.image, seed=1, epochs=120)
+    assert len(compiled) == 2 and alone.epochs_run == meanwhile.epochs_run
+    np.testing.assert_array_equal(alone.background, meanwhile.background)
+
+
 def test_one_xla_program_serves_every_block_length(tmp_path):
     # The epoch loop's length is a run-time value: blocks of 1, 25 and 9 epochs must
     # share one compiled program (a loop over tf.range compiled one per length: 0.7 s

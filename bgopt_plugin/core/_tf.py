@@ -21,6 +21,11 @@ from types import ModuleType
 _tf: ModuleType | None = None
 
 
+def loaded() -> bool:
+    """Whether TensorFlow has been imported (by :func:`tf`)."""
+    return _tf is not None
+
+
 def tf() -> ModuleType:
     """Import TensorFlow once, with its start-up logging silenced."""
     global _tf

@@ -13,6 +13,7 @@ This is the only module that imports TensorFlow.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,7 +22,8 @@ import numpy as np
 from ._tf import tf
 from .spline import D2_FLOOR, SplineParams
 
-__all__ = ["FitResult", "fit_spline", "make_trainer", "load_optimizer", "LOSS_FLOOR"]
+__all__ = ["FitResult", "fit_spline", "make_trainer", "build_trainer", "load_optimizer",
+           "LOSS_FLOOR"]
 
 log = logging.getLogger(__name__)
 
@@ -295,6 +297,13 @@ class _Trainer:
 
 _CACHE: dict[tuple, _Trainer] = {}
 _CACHE_SIZE = 4
+# Trainers may be built in a background thread (see build_trainer) while a fit asks for
+# one: a fit waits here for a build of its size instead of starting a second one.
+_CACHE_LOCK = threading.RLock()
+
+
+def _key(n_pixels: int, n_chan: int, n_points: int, order: int, alpha: float) -> tuple:
+    return (n_pixels, n_chan, n_points, int(order), float(alpha))
 
 
 def make_trainer(q, y, wt, midtones, init: SplineParams, *, alpha: float,
@@ -304,23 +313,48 @@ def make_trainer(q, y, wt, midtones, init: SplineParams, *, alpha: float,
     Compiling costs about a second, so trainers are cached by problem shape: a batch of
     frames of one size, or repeated runs in one session, compiles once.
     """
-    key = (np.shape(q), np.shape(y), np.shape(init.centers), init.order, float(alpha))
-    trainer = _CACHE.get(key)
-    if trainer is None:
-        trainer = _Trainer(q, y, wt, midtones, init, alpha, learning_rate)
-        trainer.jit = trainer.compile()
-        if len(_CACHE) >= _CACHE_SIZE:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = trainer
-    else:
-        trainer.q.assign(_first(q))
-        trainer.y.assign(_first(y))
-        trainer.midtones.assign(np.asarray(midtones, np.float32).reshape(-1, 1))
-    zeros = np.zeros(np.shape(y)[::-1], np.float32)
-    trainer.bound.assign(zeros if bound is None else _first(bound))
-    trainer.cap.assign(zeros if cap is None else _first(cap))
-    trainer.reset(init, wt, learning_rate)
+    key = _key(len(q), np.shape(y)[1], len(init.centers), init.order, alpha)
+    with _CACHE_LOCK:
+        trainer = _CACHE.get(key)
+        if trainer is None:
+            trainer = _Trainer(q, y, wt, midtones, init, alpha, learning_rate)
+            trainer.jit = trainer.compile()
+            if len(_CACHE) >= _CACHE_SIZE:
+                _CACHE.pop(next(iter(_CACHE)))
+            _CACHE[key] = trainer
+        else:
+            trainer.q.assign(_first(q))
+            trainer.y.assign(_first(y))
+            trainer.midtones.assign(np.asarray(midtones, np.float32).reshape(-1, 1))
+        zeros = np.zeros(np.shape(y)[::-1], np.float32)
+        trainer.bound.assign(zeros if bound is None else _first(bound))
+        trainer.cap.assign(zeros if cap is None else _first(cap))
+        trainer.reset(init, wt, learning_rate)
     return trainer
+
+
+def build_trainer(n_pixels: int, n_chan: int, n_points: int, order: int, alpha: float) -> bool:
+    """Build and compile the trainer for a problem of this size ahead of its fit.
+
+    Tracing and compiling the epoch loop (or loading it from the persistent cache) takes
+    0.4 s of a process's first fit on the benchmark machine; it needs only the sizes, so
+    :func:`~bgopt_plugin.core.fit_background` runs it in a thread while its numpy stages
+    prepare the samples. A fit of that size then finds the trainer cached.
+
+    Returns
+    -------
+    bool
+        True if it built one, False if one of that size was cached already.
+    """
+    with _CACHE_LOCK:   # a cached trainer may be in use by a fit: never touch it
+        if _key(n_pixels, n_chan, n_points, order, alpha) in _CACHE:
+            return False
+        z = np.zeros((n_pixels, n_chan), np.float32)
+        centers = np.random.default_rng(0).random((n_points, 2))
+        init = SplineParams(centers, np.zeros((n_points, n_chan)), np.zeros((3, n_chan)), order)
+        make_trainer(np.zeros((n_pixels, 2)), z, z, np.full(n_chan, 0.5), init, alpha=alpha,
+                     learning_rate=1e-3)
+    return True
 
 
 class _Settling:

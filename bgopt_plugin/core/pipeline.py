@@ -7,16 +7,21 @@ stage (:mod:`.optimize`) alone.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from . import _tf
 from .correct import correct, require_positive, sky_level
 from .model import BackgroundModel, BackgroundResult, evaluation_step
 from .parameters import Config, ProgressEvent, document_options
-from .prepare import as_channels_last, prepare, unmask
+from .prepare import as_channels_last, prepare, unmask, working_factor
 from .protect import object_mask, smooth_valid
 from .sampling import initial_points, initial_values
 from .spline import SplineParams, robust_fit, solve
@@ -49,6 +54,30 @@ def _ceiling(linear: np.ndarray, protected: np.ndarray, query: np.ndarray, noise
                          + 2.0 * noise[c] / (2 * np.sqrt(np.pi) * CEILING_SCALE))
     where = (protected & valid).reshape(-1)
     return query[where], bound.reshape(-1, linear.shape[-1])[where]
+
+
+@contextlib.contextmanager
+def _trainer_meanwhile(shape: tuple[int, int, int], config: Config) -> Iterator[None]:
+    """Build the fit's compiled trainer in a thread while the block runs.
+
+    Only the problem's size is needed (every working pixel is a sample), and the numpy
+    stages before the fit release the GIL in their large calls. The fit waits for the
+    build (see ``optimize.build_trainer``); a build that fails leaves the fit to build
+    its own, which reports the error. Only once TensorFlow is loaded: its import prints
+    to the process's stderr, which it silences meanwhile.
+    """
+    h, w, n_chan = shape
+    factor = working_factor(shape, config)
+    if not _tf.loaded() or config.epochs == 0 or factor > min(h, w):
+        yield
+        return
+    from .optimize import build_trainer
+
+    n_pixels = math.ceil(h / factor) * math.ceil(w / factor)
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(build_trainer, n_pixels, n_chan, config.n_control_points, config.order,
+                    config.alpha)
+        yield
 
 
 def _check_out(out, arr: np.ndarray) -> None:
@@ -129,18 +158,19 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None, *
         if squeeze:   # a 2-D image may come with 2-D outputs
             out = tuple(o[..., None] if np.ndim(o) == 2 else o for o in out)
         _check_out(out, arr)
-    _emit(config, "prepare", 0, 1, message="stretching and downscaling")
-    prep = prepare(arr, mask, config)
-    _emit(config, "prepare", 1, 1, message="stretching and downscaling")
-    data, stretch, factor = prep.data, prep.stretch, prep.factor
-    working, weights, usable = prep.working, prep.weights, prep.usable
-    n_usable = int(usable.sum())
-    timings["prepare"] = time.perf_counter() - t0
+    # The compiled trainer is built meanwhile, where TensorFlow is loaded. One BLAS thread
+    # for the solves: a thread count changes how LAPACK splits its sums, so with it the
+    # same seed gives the same model on any machine and in any worker.
+    with _trainer_meanwhile(arr.shape, config), threadpool_limits(limits=1, user_api="blas"):
+        _emit(config, "prepare", 0, 1, message="stretching and downscaling")
+        prep = prepare(arr, mask, config)
+        _emit(config, "prepare", 1, 1, message="stretching and downscaling")
+        data, stretch, factor = prep.data, prep.stretch, prep.factor
+        working, weights, usable = prep.working, prep.weights, prep.usable
+        n_usable = int(usable.sum())
+        timings["prepare"] = time.perf_counter() - t0
 
-    # --- objects, then the fit -------------------------------------------------------
-    # One BLAS thread for the solves: a thread count changes how LAPACK splits its sums,
-    # so with it the same seed gives the same model on any machine and in any worker.
-    with threadpool_limits(limits=1, user_api="blas"):
+        # --- objects, then the fit ---------------------------------------------------
         t1 = time.perf_counter()
         long_side = float(max(h, w))
         hw_, ww_ = working.shape[:2]

@@ -11,7 +11,7 @@ from .parameters import Config
 from .sampling import auto_factor, downscale, threshold_mask
 from .stretch import Stretch
 
-__all__ = ["prepare", "Prepared", "as_channels_last", "unmask"]
+__all__ = ["prepare", "Prepared", "as_channels_last", "unmask", "working_factor"]
 
 
 def as_channels_last(image: Any) -> tuple[np.ndarray, bool]:
@@ -65,6 +65,12 @@ def _as_weights(mask: Any, shape: tuple[int, int, int]) -> np.ndarray | None:
     return np.clip(np.broadcast_to(m, shape), 0.0, 1.0)
 
 
+def working_factor(shape: tuple[int, ...], config: Config) -> int:
+    """The downscaling factor ``prepare`` uses for a frame of ``shape`` (H, W, ...)."""
+    if config.downscaling_factor == "auto":
+        return auto_factor(shape[:2])
+    return config.downscaling_factor
+
 
 @dataclass
 class Prepared:
@@ -107,7 +113,7 @@ def prepare(image: Any, mask: Any = None, config: Config | None = None) -> Prepa
     data = arr if arr.dtype == np.float32 else arr.astype(np.float32)
     if user_weights is not None and not (user_weights > 0).any():
         raise ValueError("the mask excludes every pixel")
-    factor = auto_factor((h, w)) if config.downscaling_factor == "auto" else config.downscaling_factor
+    factor = working_factor(arr.shape, config)
     if factor > min(h, w):
         raise ValueError(f"image ({h}x{w}) is smaller than the downscaling factor {factor}")
     if config.downscaling_func == "median":
