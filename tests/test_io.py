@@ -118,6 +118,58 @@ def test_read_into_a_reused_array(tmp_path, ext, dtype):
     np.testing.assert_array_equal(buf, plain[1])   # a misfit leaves the array alone
 
 
+def _planes_whole(data, ndim, dtype, clip):
+    """channels_last_to_planes written on whole arrays, as the reference."""
+    arr = np.asarray(data, np.float32)
+    arr = np.moveaxis(arr if arr.ndim == 3 else arr[..., None], -1, 0) if ndim == 3 else (
+        arr[..., 0] if arr.ndim == 3 else arr)
+    integer = np.dtype(dtype).kind in "iu"
+    if not (integer or clip):
+        return np.ascontiguousarray(arr), 0
+    bad = ~np.isfinite(arr)
+    n = int(np.count_nonzero(bad | (arr < 0) | (arr > 1)))
+    out = np.clip(np.where(bad, np.float32(0), arr), 0.0, 1.0)
+    if integer:
+        out = np.rint(out * np.float32(65535)).astype(dtype)
+    return out, n
+
+
+@pytest.mark.parametrize("channels,ndim", [(3, 3), (1, 3), (1, 2), (0, 2)])
+@pytest.mark.parametrize("dtype,clip", [(np.float32, True), (np.float32, False), (np.uint16, True)])
+def test_channels_last_to_planes_in_row_blocks_equals_whole_arrays(channels, ndim, dtype, clip):
+    # 1000 rows of 700: three row blocks; NaN, infinities and out-of-range values in
+    # some blocks only, so both the quick path and the counting path run.
+    rng = np.random.default_rng(5)
+    shape = (1000, 700) + ((channels,) if channels else ())
+    data = rng.uniform(0.0, 1.0, shape).astype(np.float32)
+    flat = data.reshape(-1)
+    spots = rng.integers(0, 300 * 700 * max(1, channels), 40)   # first block only
+    flat[spots[:10]] = np.nan
+    flat[spots[10:15]] = np.inf
+    flat[spots[15:20]] = -np.inf
+    flat[spots[20:30]] = -0.25
+    flat[spots[30:]] = 1.5
+    data[-1, -1] = 2.0                                           # and one in the last
+    got, n_got = bio.channels_last_to_planes(data, ndim, dtype, clip=clip)
+    want, n_want = _planes_whole(data, ndim, dtype, clip)
+    assert got.dtype == np.dtype(dtype) and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, want)
+    assert n_got == n_want and (n_got > 0) == (clip or dtype == np.uint16)
+
+
+@pytest.mark.parametrize("ndim,shape", [(3, (3, 40, 30)), (2, (40, 30))])
+def test_channels_last_to_planes_into_the_hosts_array(ndim, shape):
+    data = np.random.default_rng(2).uniform(-0.1, 1.1, (40, 30, shape[0] if ndim == 3 else 1))
+    want, n = bio.channels_last_to_planes(data, ndim, np.uint16)
+    into = np.zeros(shape, np.uint16)
+    got, n_into = bio.channels_last_to_planes(data, ndim, np.uint16, out=into)
+    assert got is into and n_into == n > 0
+    np.testing.assert_array_equal(into, want)
+    other = np.zeros(shape, np.float32)          # a misfit (dtype) is left alone
+    got, _ = bio.channels_last_to_planes(data, ndim, np.uint16, out=other)
+    assert got is not other and not other.any()
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, np.float64])
 def test_fits_bitpix_variants(tmp_path, dtype):
     raw = (np.arange(20 * 30).reshape(20, 30) % 100 + 1).astype(dtype)
