@@ -244,8 +244,10 @@ def child_siril(folder: Path, name: str) -> dict:
     done = subprocess.run([siril, "-d", str(folder), "-s", str(script)], env=env,
                           capture_output=True, text=True, timeout=1200)
     wall = time.perf_counter() - t
-    found = re.search(r"background removed \(.*total ([0-9.]+)s", done.stdout)
-    return {"script": float(found.group(1)) if found else None, "siril_wall": wall}
+    found = re.search(r"background removed \(.*total ([0-9.]+)s, with Siril's transfers ([0-9.]+)s",
+                      done.stdout)
+    return {"script": float(found.group(2)) if found else None,
+            "fit_background": float(found.group(1)) if found else None, "siril_wall": wall}
 
 
 def child_photutils(folder: Path, name: str) -> dict:
