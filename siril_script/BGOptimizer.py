@@ -167,9 +167,10 @@ def loaded_header(siril):
 def record_history(siril, result) -> None:
     """Headless: the BGO_* keywords into the loaded image's header, the summary as a COMMENT.
 
-    Siril 1.4.4 keeps the keywords of a header string but drops its HISTORY cards, and
-    ``undo_save_state`` (which writes HISTORY in the GUI) does nothing headless; so the
-    one-line summary goes in with ``update_key -comment``.
+    Siril 1.4.4 keeps the keywords and COMMENT cards of a header string but drops its
+    HISTORY cards, and ``undo_save_state`` (which writes HISTORY in the GUI) does nothing
+    headless; so the one-line summary goes in as a COMMENT card of the same string (an
+    ``update_key -comment`` command of its own cost ~0.2 s more).
     """
     from bgopt_plugin.io.provenance import history_line, keywords
 
@@ -177,9 +178,9 @@ def record_history(siril, result) -> None:
     for key, value, comment in keywords(result.config, result.downscaling_factor,
                                         result.epochs_run):
         hdr[key] = (value, comment)
+    hdr.add_comment(history_line(result.config, result.downscaling_factor))
     siril.set_image_metadata_from_header_string(hdr.tostring(sep="\n", endcard=False,
                                                              padding=False))
-    siril.cmd("update_key", "-comment", f'"{history_line(result.config, result.downscaling_factor)}"')
 
 
 def process(siril, config, save_model: str | None = None, overwrite: bool = False):
