@@ -106,8 +106,14 @@ def to_engine(pixels: np.ndarray) -> tuple[np.ndarray, dict]:
 
     if pixels.dtype not in (np.float32, np.uint16):
         raise ValueError(f"unexpected pixel type {pixels.dtype} (Siril gives float32 or uint16)")
+    info = {"dtype": pixels.dtype, "ndim": pixels.ndim}
+    if (pixels.ndim == 2 and pixels.dtype == np.float32 and pixels.flags.c_contiguous
+            and pixels.flags.writeable):
+        # A mono float frame is already channels last, with one channel: a view of our
+        # own copy, no new frame (60 MP: 240 MB whose first writes cost up to 1 s here).
+        return pixels[..., None], info
     data, _ = planes_to_channels_last(pixels)
-    return data, {"dtype": pixels.dtype, "ndim": pixels.ndim}
+    return data, info
 
 
 def from_engine(image: np.ndarray, info: dict, into: np.ndarray | None = None

@@ -102,6 +102,21 @@ def test_uint16_conversion_rounds_and_clips(script):
     assert rgb.shape == (3, 1, 2) and rgb.dtype == np.uint16
 
 
+def test_mono_float_frame_is_converted_in_place(script):
+    # Siril's mono float frame is the engine's layout already: a view in, planes back
+    # into the same memory, clipped there; colour and 16-bit frames get their own copy.
+    pixels = np.array([[0.2, -0.1, np.nan], [1.5, 0.5, 0.7]], np.float32)
+    image, info = script.to_engine(pixels)
+    assert image.shape == (2, 3, 1) and np.shares_memory(image, pixels)
+    out, clipped = script.from_engine(image, info, into=pixels)
+    assert out is pixels and clipped == 3
+    np.testing.assert_array_equal(pixels, np.array([[0.2, 0.0, 0.0], [1.0, 0.5, 0.7]], np.float32))
+    rgb = np.zeros((3, 2, 3), np.float32)
+    assert not np.shares_memory(script.to_engine(rgb)[0], rgb)
+    sixteen = np.zeros((2, 3), np.uint16)
+    assert not np.shares_memory(script.to_engine(sixteen)[0], sixteen)
+
+
 def test_argv_parsing(script):
     config, args = script.parse_options(["-N", "16", "-O", "3", "-dq", "0.9", "-tM", "0.7",
                                          "--no-protect", "--correction", "divide", "-dx", "4",

@@ -97,7 +97,8 @@ def channels_last_to_planes(data: np.ndarray, ndim: int, dtype: np.dtype = np.fl
         clipped to the type's range.
     out : ndarray, optional
         Receives the planes when it fits (see :func:`reusable`), such as the host's
-        array the data came from; it may not overlap ``data``.
+        array the data came from. It may be ``data``'s own memory in the same layout (a
+        mono frame, converted in place), but not otherwise overlap it.
 
     Returns
     -------
