@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from scipy.interpolate import RBFInterpolator
 
+from bgopt_plugin.core import evaluation_step
 from bgopt_plugin.core.spline import (
     SplineParams,
     bending_energy,
@@ -136,6 +137,11 @@ def test_coarse_grid_evaluation_matches_exact():
     exact = evaluate_image(params, (300, 400), step=1)
     coarse = evaluate_image(params, (300, 400), step=8)
     assert np.abs(coarse - exact).max() < 1e-3 * np.ptp(exact)
+    # The default grid (about 64 points along the long side) on this rough spline: 2.5e-4
+    # of its range (a fitted sky, smoother: 5e-5 in the benchmarks).
+    default = evaluate_image(params, (300, 400), step=evaluation_step((300, 400)))
+    assert evaluation_step((300, 400)) > 1
+    assert np.abs(default - exact).max() < 5e-4 * np.ptp(exact)
 
 
 def test_chunked_evaluation_is_bounded_and_exact():

@@ -13,8 +13,12 @@ from .stretch import Stretch
 
 __all__ = ["BackgroundModel", "BackgroundResult", "evaluation_step"]
 
-#: Evaluate exactly on every ``step``-th pixel (then bicubic) when the long side exceeds this.
-EXACT_EVAL_LONG_SIDE = 256
+#: The spline is evaluated exactly on a grid of about this many points along the long
+#: side, then brought to every pixel by cubic convolution. Measured on the benchmark
+#: masters (largest difference from the exact spline at 20 000 pixels, / the model's
+#: range; bound 1e-3): 256 points 1e-6 at 2.0 copies of the frame (24 MP) and 7.4
+#: copies (6 MP, where the fixed grid cost dominates); 64 points 5e-5 at 1.1 and 2.1.
+COARSE_GRID_LONG_SIDE = 64
 
 
 def evaluation_step(shape: tuple[int, int]) -> int:
@@ -22,10 +26,10 @@ def evaluation_step(shape: tuple[int, int]) -> int:
 
     Examples
     --------
-    >>> evaluation_step((200, 250)), evaluation_step((4000, 6000))
-    (1, 23)
+    >>> evaluation_step((40, 60)), evaluation_step((4000, 6000))
+    (1, 93)
     """
-    return max(1, int(max(shape) // EXACT_EVAL_LONG_SIDE))
+    return max(1, int(max(shape) // COARSE_GRID_LONG_SIDE))
 
 
 @dataclass

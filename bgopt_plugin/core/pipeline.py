@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 
 from . import _tf
 from .correct import correct, require_positive, sky_level
-from .model import BackgroundModel, BackgroundResult, evaluation_step
+from .model import BackgroundModel, BackgroundResult
 from .parameters import Config, ProgressEvent, document_options
 from .prepare import as_channels_last, prepare, unmask, working_factor
 from .protect import object_mask, smooth_valid
@@ -247,7 +247,7 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None, *
 
     t3 = time.perf_counter()
     # The sky level of the model; a regular subsample is exact enough for a smooth model.
-    sub = max(1, evaluation_step((h, w)) // 2)
+    sub = max(1, max(h, w) // 512)
     level = sky_level(background[::sub, ::sub])
     corrected = np.empty_like(background) if out is None else out[1]
     if config.correction == "divide":

@@ -377,8 +377,9 @@ def evaluate_image(params: SplineParams, shape: tuple[int, int], step: int = 1,
     convolution (Catmull-Rom, 4 taps): a small pass along the rows, then down the
     columns one band of ``step`` output rows at a time, as a dense product of the band's
     weights (``step`` x 5 coarse rows) with those rows, written straight into the
-    output. For a smooth background this agrees with the exact values to about 1e-5 of
-    the model's range (the benchmarks' "upsample err" column) at about two times the
+    output. For a smooth background, with the default step (see
+    :func:`~bgopt_plugin.core.evaluation_step`), this agrees with the exact values to
+    about 5e-5 of the model's range (the benchmarks' "upsample err" column) at about the
     cost of a memory copy (benchmarks/README.md).
 
     ``affine = (scale, offset)``, per channel, maps the values to ``value * scale +
