@@ -220,7 +220,9 @@ def child_batch(folder: Path, name: str) -> dict:
 
 
 def child_siril(folder: Path, name: str) -> dict:
-    """The Siril script inside the real Siril (siril-cli), headless: its own total time."""
+    """The Siril script inside the real Siril (siril-cli), headless: the whole processing
+    its log reports (pixel transfers, conversions, fit and header) and fit_background's
+    part of it."""
     import re
     import shutil
     import site
@@ -339,7 +341,7 @@ def speed_table(rows: list[dict]) -> str:
             "| single file CLI "
             "| target TF import + 3 x floor | warm fit "
             "| eval / correct / prepare in copies: first run; reused arrays "
-            "| peak RSS / limit | Siril script (in Siril) |")
+            "| peak RSS / limit | Siril script: whole / fit_background (in Siril) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         e, c, f, b, s = r["engine"], r["cli"], r["floor"], r.get("batch", {}), r.get("siril", {})
@@ -359,7 +361,7 @@ def speed_table(rows: list[dict]) -> str:
             f"| {fmt(3 * floor if floor else None)} | {fmt(c.get('total'))} | {fmt(target2)} "
             f"| {fmt(e.get('fit_warm'), '.2f')} | {passes} "
             f"| {fmt(max(e.get('rss', 0), c.get('rss', 0)), '.0f')} / {limit:.0f} MB "
-            f"| {fmt(s.get('script'))} |")
+            f"| {fmt(s.get('script'))} / {fmt(s.get('fit_background'))} |")
     return "\n".join(lines)
 
 
