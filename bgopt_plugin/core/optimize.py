@@ -352,7 +352,7 @@ def build_trainer(n_pixels: int, n_chan: int, n_points: int, order: int, alpha: 
         z = np.zeros((n_pixels, n_chan), np.float32)
         centers = np.random.default_rng(0).random((n_points, 2))
         init = SplineParams(centers, np.zeros((n_points, n_chan)), np.zeros((3, n_chan)), order)
-        make_trainer(np.zeros((n_pixels, 2)), z, z, np.full(n_chan, 0.5), init, alpha=alpha,
+        make_trainer(np.zeros((n_pixels, 2), np.float32), z, z, np.full(n_chan, 0.5), init, alpha=alpha,
                      learning_rate=1e-3)
     return True
 
