@@ -257,7 +257,7 @@ PARAMETERS: tuple[Parameter, ...] = (
               help="object protection mask dilation radius, in working pixels",
               flags=("--protect-grow",), fits_key="BGO_PGRW",
               fits_comment="object protection growth (working px)", label="Protection growth"),
-    Parameter("smoothing", 0.01, float, low=0.0, gui_max=10.0, gui_step=0.005,
+    Parameter("smoothing", 0.03, float, low=0.0, gui_max=10.0, gui_step=0.005,
               help="bending-energy weight of the initial spline fit (0 = none)",
               doc="Larger is stiffer; it decides how the model bridges masked objects.",
               flags=("--smoothing",), fits_key="BGO_SMOO",
