@@ -38,7 +38,6 @@ import argparse
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -203,18 +202,14 @@ def process(siril, config, save_model: str | None = None, overwrite: bool = Fals
     """
     import sirilpy
 
-    from bgopt_plugin.core import fit_background, load_optimizer
+    from bgopt_plugin.core import fit_background, load_optimizer_during
 
     if not siril.is_image_loaded():
         raise sirilpy.NoImageError("no image loaded: open a linear image first")
-    with ThreadPoolExecutor(1) as pool:
-        # Siril hands the pixels over through its socket and shared memory while
-        # TensorFlow is imported here; with it loaded, the fit also builds its compiled
-        # trainer during prepare.
-        reading = pool.submit(siril.get_image_pixeldata)
-        if config.epochs > 0:
-            load_optimizer()
-        pixels = reading.result()
+    # Siril hands the pixels over through its socket and shared memory while TensorFlow
+    # is imported; with it loaded, the fit also builds its compiled trainer during prepare.
+    pixels = (load_optimizer_during(siril.get_image_pixeldata) if config.epochs > 0
+              else siril.get_image_pixeldata())
     image, info = to_engine(pixels)
     # Our own copies, reused: the image is corrected in place and the result goes back
     # into Siril's pixel array (24 MP: two new 288 MB arrays less, whose first writes

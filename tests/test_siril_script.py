@@ -199,8 +199,7 @@ def test_script_is_a_single_menu_entry_and_compiles(tmp_path):
     top = [n for n in ast.parse(text).body if isinstance(n, (ast.Import, ast.ImportFrom))]
     names = {a.name.split(".")[0] for n in top if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module.split(".")[0] for n in top if isinstance(n, ast.ImportFrom)}
-    assert names == {"__future__", "argparse", "concurrent", "sys", "threading", "time", "pathlib",
-                     "numpy"}
+    assert names == {"__future__", "argparse", "sys", "threading", "time", "pathlib", "numpy"}
     assert "tksiril" not in text
 
 

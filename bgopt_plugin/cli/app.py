@@ -24,7 +24,7 @@ from ..core import (
     ParameterError,
     ProgressEvent,
     fit_background,
-    load_optimizer,
+    load_optimizer_during,
     missing_pixels,
     prepare,
 )
@@ -192,21 +192,14 @@ def _read(src: Path, fit_follows: bool, roles: tuple[str, ...]) -> tuple[bio.Ima
     """Read ``src`` into this process's frame buffer; returns the image and the read time.
 
     When a fit will follow and TensorFlow is not loaded yet (a process's first file),
-    the file is read in a thread while TensorFlow is imported, and the thread then
-    touches the new output buffers (``roles``): reading and filling are a few large
-    calls that release the GIL, and the import is Python that holds it, so they overlap
-    (24 MP: the 0.4-0.7 s read and the first writes of the model's pages hidden behind a
-    2.0 s import, which took as long). Errors of the read reach the caller as usual,
-    after the import. The import silences file descriptor 2 meanwhile (TensorFlow's C++
-    start-up lines); the read prints nothing, and the only warnings it can raise are
-    astropy's, which the FITS reader ignores.
+    the file is read, and the new output buffers (``roles``) touched, while TensorFlow
+    is imported (see :func:`~bgopt_plugin.core.load_optimizer_during`). The read prints
+    nothing, and the only warnings it can raise are astropy's, which the FITS reader
+    ignores.
     """
     if not fit_follows or "tensorflow" in sys.modules:
         return _timed_read(src)
-    with ThreadPoolExecutor(1) as pool:
-        reading = pool.submit(_timed_read, src, roles)
-        load_optimizer()
-        return reading.result()
+    return load_optimizer_during(functools.partial(_timed_read, src, roles))
 
 
 def _write_at_once(writes: list[Callable[[], object]]) -> None:
@@ -215,8 +208,8 @@ def _write_at_once(writes: list[Callable[[], object]]) -> None:
     A write is mostly the kernel filling new page-cache pages, which the calls do with
     the GIL released: on the benchmark machine, a single 24 MP file's command took
     4.52 s against 5.10 s with the writes one after the other (medians of eight). Every
-    write has ended when this returns or
-    raises, so an output set discards only finished temporaries. The writers' own
+    write has ended when this returns or raises, so an output set discards only
+    finished temporaries. The writers' own
     ``catch_warnings`` blocks may interleave across the threads; the outer block puts
     the filters back whatever their order.
     """

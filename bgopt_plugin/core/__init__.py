@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from .correct import correct, correction_factor, sky_level
 from .model import BackgroundModel, BackgroundResult, evaluation_step
-from .optimize import load_optimizer
+from .optimize import load_optimizer, load_optimizer_during
 from .parameters import (
     PARAMETERS,
     Config,
@@ -38,7 +38,7 @@ from .stretch import mtf
 
 __all__ = [
     "Config", "Parameter", "PARAMETERS", "ParameterError", "ProgressEvent", "parameter",
-    "fit_background", "prepare", "Prepared", "load_optimizer",
+    "fit_background", "prepare", "Prepared", "load_optimizer", "load_optimizer_during",
     "BackgroundModel", "BackgroundResult", "evaluation_step",
     "correct", "correction_factor", "sky_level", "missing_pixels",
     "robust_sigma", "mtf", "document_options",

@@ -15,7 +15,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -23,7 +25,7 @@ from ._tf import tf
 from .spline import D2_FLOOR, SplineParams
 
 __all__ = ["FitResult", "fit_spline", "make_trainer", "build_trainer", "load_optimizer",
-           "LOSS_FLOOR"]
+           "load_optimizer_during", "LOSS_FLOOR"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,32 @@ def load_optimizer() -> bool:
     loaded = _tf._tf is not None
     tf()
     return not loaded
+
+
+T = TypeVar("T")
+
+
+def load_optimizer_during(task: Callable[[], T]) -> T:
+    """Import TensorFlow in this thread while ``task`` runs in another; return its result.
+
+    The import is Python that holds the GIL; a task made of a few large calls that
+    release it (reading a file, receiving a host's pixels, filling a buffer) runs
+    meanwhile (CLI, 24 MP: the 0.4-0.7 s read hidden behind a 2.0 s import, which took
+    as long). Errors of the task are raised here, after the import. The import
+    silences file descriptor 2 meanwhile (TensorFlow's C++ start-up lines), so the
+    task must not print to stderr; the import stays in this thread, which may be the
+    one that reports errors.
+
+    Examples
+    --------
+    >>> from bgopt_plugin.core import load_optimizer_during
+    >>> load_optimizer_during(lambda: 6 * 7)
+    42
+    """
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(task)
+        load_optimizer()
+        return running.result()
 
 
 @dataclass

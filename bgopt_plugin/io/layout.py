@@ -125,6 +125,7 @@ def channels_last_to_planes(data: np.ndarray, ndim: int, dtype: np.dtype = np.fl
     # for the whole-array version, which made five full-size temporaries).
     rows = max(1, (1 << 20) // (4 * w))
     block = np.empty((rows, w), np.float32) if integer else None
+    full_scale = np.float32(integer_scale(dtype))
     clipped = 0
     for k in range(n_planes):
         for top in range(0, h, rows):
@@ -139,7 +140,7 @@ def channels_last_to_planes(data: np.ndarray, ndim: int, dtype: np.dtype = np.fl
                     part[bad] = 0
                     np.clip(part, 0.0, 1.0, out=part)
             if integer:
-                part *= np.float32(integer_scale(dtype))
+                part *= full_scale
                 np.rint(part, out=part)
                 planes[k, top:top + rows] = part
     return target, clipped
