@@ -155,13 +155,14 @@ def _keras_left_out():
 
 #: Parts of TensorFlow's public API (under ``tensorflow._api.v2``) that the fit never
 #: uses. TensorFlow's ``__init__`` runs every one of them, and they pull in most of its
-#: Python code (``tf.compat`` alone 0.6 s). ``tf.math``, ``tf.nn``, ``tf.config`` and the
-#: rest of ``tf.__internal__`` are used by the fit and stay.
+#: Python code (``tf.compat`` alone 0.6 s, ``tf.nn`` with TensorFlow's legacy Keras
+#: 0.4 s). ``tf.math``, ``tf.config``, ``tf.raw_ops`` (the fit's relu) and the rest of
+#: ``tf.__internal__`` are used by the fit and stay.
 _UNUSED_API = (
     "audio", "autodiff", "autograph", "bitwise", "compat", "data", "debugging",
     "distribute", "experimental", "feature_column", "graph_util", "image", "io", "linalg",
-    "lite", "lookup", "mlir", "nest", "profiler", "quantization", "queue", "ragged",
-    "random", "raw_ops", "saved_model", "sets", "signal", "sparse", "strings", "summary",
+    "lite", "lookup", "mlir", "nest", "nn", "profiler", "quantization", "queue", "ragged",
+    "random", "saved_model", "sets", "signal", "sparse", "strings", "summary",
     "sysconfig", "test", "tpu", "train", "types", "version", "xla",
     "__internal__.distribute", "__internal__.feature_column", "__internal__.graph_util",
     "__internal__.mixed_precision", "__internal__.monitoring", "__internal__.saved_model",
@@ -200,9 +201,10 @@ def _unused_api_deferred():
 
     Each gets a module object that runs the first time anything looks into it, so
     ``tf.data.Dataset`` or ``import tensorflow.compat.v1`` work as usual afterwards, only
-    later. The import took 2.13 s instead of 2.54 s on the benchmark machine (means of
-    four, alternating), a single 24 MP file from the command line 5.29 s instead of
-    5.89 s (medians of eight), and a fit runs none of them. Only for the TensorFlow versions
+    later, and a fit runs none of them. On the benchmark machine (means of four runs,
+    alternating) the import took 2.13 s instead of 2.54 s, and with ``tf.nn`` deferred
+    too 1.79 s instead of 2.28 s; a single 24 MP file from the command line 5.89 ->
+    5.29 -> 5.18 s (medians of eight). Only for the TensorFlow versions
     the layout was checked on, and only when TensorFlow is not loaded yet.
     """
     found = importlib.util.find_spec("tensorflow") if "tensorflow" not in sys.modules else None

@@ -166,7 +166,9 @@ def loss_terms(model, y, wt, alpha: float, bound=None, cap=None):
     overshoot = t.reduce_mean(abs_r - r)
     negative = t.reduce_mean(t.abs(model) - model)
     if cap is not None:
-        overshoot = overshoot + 2.0 * t.reduce_mean(cap * t.nn.relu(model - bound))
+        # tf.nn.relu's op, from raw_ops: tf.nn's API module pulls in TensorFlow's legacy
+        # Keras (0.4-0.5 s of the import), and bgopt defers it (see ``_tf``).
+        overshoot = overshoot + 2.0 * t.reduce_mean(cap * t.raw_ops.Relu(features=model - bound))
     return t.math.log(LOSS_FLOOR + err + colour + alpha * (overshoot + negative))
 
 
