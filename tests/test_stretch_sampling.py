@@ -1,5 +1,7 @@
 """Delinearizing stretch and working-image construction."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -86,8 +88,28 @@ def test_downscale_strips_equal_block_reduce_and_give_the_valid_range(f):
     np.testing.assert_array_equal(value_range, [np.nanmin(data, axis=(0, 1)),
                                                 np.nanmax(data, axis=(0, 1))])
     assert value_range[1, 1] == 5.0 and value_range[0, 2] == -1.0
+    # Zeros and Inf kept as data (NaN still missing), and integers, by the same path.
+    kept = np.where(np.isnan(img), np.nan, img)
+    np.testing.assert_array_equal(downscale(img, f, "median", missing_as_nan=False),
+                                  _block_nanmedian(kept, f))
+    counts = np.clip(img * 1000 + 300, 0, 65535).astype(np.uint16)
+    np.testing.assert_array_equal(downscale(counts, f, "median"), block_reduce(
+        np.where(counts == 0, np.nan, counts.astype(np.float32)), f, "median"))
     with pytest.raises(ValueError, match="transform"):
         downscale(img, f, "mean", transform=np.sqrt, value_range=value_range)
+
+
+def _block_nanmedian(img, f):
+    """np.nanmedian of each f x f block (edge blocks partial), float32."""
+    hb, wb = -(-img.shape[0] // f), -(-img.shape[1] // f)
+    out = np.empty((hb, wb, img.shape[2]), np.float32)
+    for by in range(hb):
+        for bx in range(wb):
+            block = img[by * f:(by + 1) * f, bx * f:(bx + 1) * f].reshape(-1, img.shape[2])
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                out[by, bx] = np.nanmedian(block, axis=0)
+    return out
 
 
 class _nowarn:

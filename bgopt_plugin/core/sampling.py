@@ -153,6 +153,57 @@ def _nan_median(blocks: np.ndarray) -> np.ndarray:
     return med.astype(np.float32)
 
 
+def _fill_blocks(blocks: np.ndarray, rows: np.ndarray) -> None:
+    """Copy one strip of image rows (r <= f, W, C), any real dtype, into ``blocks``
+    (W/f, C, f, f) as float32, with NaN where the strip does not reach (its right edge,
+    a short last strip)."""
+    r, w, c = rows.shape
+    wb, factor = blocks.shape[0], blocks.shape[-1]
+    full = w // factor
+    if full:
+        whole = rows[:, :full * factor].reshape(r, full, factor, c).transpose(1, 3, 0, 2)
+        np.copyto(blocks[:full, :, :r], whole, casting="unsafe")
+    if full < wb:
+        edge = blocks[full]
+        edge.fill(np.nan)
+        np.copyto(edge[:, :r, :w - full * factor], rows[:, full * factor:].transpose(2, 0, 1),
+                  casting="unsafe")
+    if r < factor:
+        blocks[:, :, r:] = np.nan
+
+
+def _median_of_blocks(flat: np.ndarray, missing_as_nan: bool,
+                      value_range: np.ndarray | None) -> np.ndarray:
+    """Median over the last axis of ``flat`` (a strip's blocks, (W/f, C, f*f), reordered
+    in place), leaving missing pixels out, and the strip's share of ``value_range``.
+
+    Each block's minimum and maximum decide whether it can hold a missing pixel (a
+    minimum above 0 and a finite maximum rule out zeros, NaN and Inf) in two cheap
+    reductions, instead of a test of every pixel. Only the blocks that may (the NaN
+    padding of the right edge, registration borders, negative data) are looked at pixel
+    by pixel, and those with a missing pixel take the sort.
+    """
+    low, high = flat.min(axis=-1), flat.max(axis=-1)       # NaN where a block holds NaN
+    with np.errstate(invalid="ignore"):
+        maybe = ~((low > 0) & (high < np.inf)) if missing_as_nan else np.isnan(low)
+    med = _median(flat)
+    if maybe.any():
+        where = np.nonzero(maybe)
+        suspects = flat[where]                              # a copy
+        if missing_as_nan:
+            np.copyto(suspects, np.nan, where=missing_pixels(suspects))
+        holed = np.isnan(suspects).any(axis=-1)
+        if holed.any():
+            at = tuple(index[holed] for index in where)
+            low[at] = np.fmin.reduce(suspects[holed], axis=-1)
+            high[at] = np.fmax.reduce(suspects[holed], axis=-1)
+            med[at] = _nan_median(suspects[holed])
+    if value_range is not None:
+        value_range[0] = np.fmin(value_range[0], np.fmin.reduce(low, axis=0))
+        value_range[1] = np.fmax(value_range[1], np.fmax.reduce(high, axis=0))
+    return med
+
+
 def downscale(image: np.ndarray, factor: int, func: str = "median", transform=None,
               missing_as_nan: bool = True, value_range: np.ndarray | None = None) -> np.ndarray:
     """Block-reduce a full-resolution image one strip of ``factor`` rows at a time.
@@ -166,7 +217,7 @@ def downscale(image: np.ndarray, factor: int, func: str = "median", transform=No
     factor : int
     func : {"median", "mean"}
     transform : callable, optional
-        Applied to each float32 strip before reducing (e.g. a stretch).
+        Applied to each float32 strip (channels last) before reducing (e.g. a stretch).
     missing_as_nan : bool
         Treat zero and non-finite pixels as missing (NaN), as the engine does.
     value_range : ndarray (2, C), optional
@@ -185,27 +236,32 @@ def downscale(image: np.ndarray, factor: int, func: str = "median", transform=No
     h, w, c = image.shape
     hb, wb = math.ceil(h / factor), math.ceil(w / factor)
     out = np.empty((hb, wb, c), dtype=np.float32)
-    # One strip and one block buffer serve every strip: a few MB of fresh temporaries per
-    # strip meant first touches of new pages, which took as long as the medians.
-    strip = np.full((factor, wb * factor, c), np.nan, dtype=np.float32)  # NaN: edge padding
+    # One block buffer (and strip, for a transform) serves every strip: a few MB of fresh
+    # temporaries per strip meant first touches of new pages, which took as long as the
+    # medians. Without a transform the rows go straight into the blocks.
     blocks = np.empty((wb, c, factor, factor), dtype=np.float32)
     flat = blocks.reshape(wb, c, factor * factor)
+    strip = None if transform is None else np.full((factor, wb * factor, c), np.nan, np.float32)
     for i in range(hb):
         rows = image[i * factor:(i + 1) * factor]
-        part = strip[:len(rows), :w]
-        np.copyto(part, rows, casting="unsafe")
-        strip[len(rows):] = np.nan                      # the last strip may be short
-        if missing_as_nan:
-            np.copyto(part, np.nan, where=missing_pixels(part))
-        done = strip if transform is None else transform(strip)
-        if factor > 1:
-            np.copyto(blocks, _block_view(done, factor)[0])
-        if value_range is not None:   # per channel, along the blocks' contiguous rows
-            for ch in range(c):
-                values = flat[:, ch] if factor > 1 else part[..., ch]
-                value_range[0, ch] = np.fmin(value_range[0, ch], np.fmin.reduce(values, axis=None))
-                value_range[1, ch] = np.fmax(value_range[1, ch], np.fmax.reduce(values, axis=None))
-        out[i] = _reduce_blocks(flat, func) if factor > 1 else done[0]
+        if strip is None:
+            _fill_blocks(blocks, rows)
+        else:   # missing pixels are found before the transform can hide them
+            part = strip[:len(rows), :w]
+            np.copyto(part, rows, casting="unsafe")
+            strip[len(rows):] = np.nan
+            if missing_as_nan:
+                np.copyto(part, np.nan, where=missing_pixels(part))
+            np.copyto(blocks, _block_view(transform(strip), factor)[0])
+        if func == "median":
+            out[i] = _median_of_blocks(flat, missing_as_nan and strip is None, value_range)
+            continue
+        if missing_as_nan and strip is None:
+            np.copyto(flat, np.nan, where=missing_pixels(flat))
+        if value_range is not None:
+            value_range[0] = np.fmin(value_range[0], np.fmin.reduce(flat, axis=(0, 2)))
+            value_range[1] = np.fmax(value_range[1], np.fmax.reduce(flat, axis=(0, 2)))
+        out[i] = _reduce_blocks(flat, func)
     return out
 
 
