@@ -4,6 +4,8 @@ Each measurement runs in a fresh child process so its peak RSS is its own (the
 master is generated in a child as well: Linux carries a parent's peak RSS across exec):
 
 * ``floor``: read and write the same FITS file with astropy alone;
+* ``tf``: a plain ``import tensorflow`` after bgopt's imports, as a user's own import
+  costs (the engine times bgopt's, which leaves Keras and the unused API out);
 * ``engine``: bgopt's stages in one process (read, prepare = stretch + downscale, fit,
   full-resolution evaluation, correction, write), with the TensorFlow import timed apart;
 * ``cli``: the ``bgopt`` command end to end, FITS in, FITS out;
@@ -112,6 +114,17 @@ def child_floor(folder: Path, name: str) -> dict:
                    check=True)
     wall = time.perf_counter() - t
     return {"total": wall, "rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0}
+
+
+def child_tf(folder: Path, name: str) -> dict:
+    """A fresh process that imports bgopt, then TensorFlow as a plain ``import tensorflow``
+    does (Keras and every API module included, none of bgopt's trimming)."""
+    import bgopt_plugin  # noqa: F401  (the modules loaded before, as in the engine's figure)
+
+    t = time.perf_counter()
+    import tensorflow  # noqa: F401
+
+    return {"tf_import": time.perf_counter() - t}
 
 
 def _upsample_error(res) -> float:
@@ -275,7 +288,7 @@ def child_make(folder: Path, name: str) -> dict:
     return write_case(name, folder)
 
 
-CHILDREN = {"floor": child_floor, "engine": child_engine, "cli": child_cli,
+CHILDREN = {"floor": child_floor, "tf": child_tf, "engine": child_engine, "cli": child_cli,
             "batch": child_batch, "siril": child_siril, "photutils": child_photutils}
 
 
@@ -307,7 +320,8 @@ def fmt(v, spec=".1f", suffix=""):
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| case | read | prepare | fit (warm) | eval | correct | write | TF import | epochs | "
+    head = ("| case | read | prepare | fit (warm) | eval | correct | write "
+            "| TF import: bgopt's / plain | epochs | "
             "CLI e2e | floor | CLI/floor | peak RSS engine / CLI | RSS limit | residual | upsample err | "
             "photutils time | photutils residual | photutils RSS |")
     sep = "|" + "---|" * (head.count("|") - 1)
@@ -321,7 +335,8 @@ def table(rows: list[dict]) -> str:
             f"| {fmt(e.get('read'))} | {fmt(e.get('prepare'))} | {fmt(e.get('fit'))} "
             f"({fmt(e.get('fit_warm'))}) "
             f"| {fmt(e.get('evaluate'))} | {fmt(e.get('correct'))} | {fmt(e.get('write'))} "
-            f"| {fmt(e.get('tf_import'))} | {e.get('epochs', '-')} | {fmt(c.get('total'))} "
+            f"| {fmt(e.get('tf_import'))} / {fmt(r.get('tf', {}).get('tf_import'))} "
+            f"| {e.get('epochs', '-')} | {fmt(c.get('total'))} "
             f"| {fmt(f.get('total'))} | {fmt(ratio, '.1f', 'x')} "
             f"| {fmt(e.get('rss'), '.0f')} / {fmt(c.get('rss'), '.0f')} MB | {limit:.0f} MB "
             f"| {fmt(100 * e['residual'] if 'residual' in e else None, '.2f', '%')} "
@@ -339,7 +354,7 @@ def speed_table(rows: list[dict]) -> str:
     read+write floor, warm fit, and the full-resolution stages in copies of the image."""
     head = ("| case | floor | batch per file -j 1 / -j 2 | one more file, -j 1 / -j 2 | target 3 x floor "
             "| single file CLI "
-            "| target TF import + 3 x floor | warm fit "
+            "| target TF import + 3 x floor: bgopt's import / plain import | warm fit "
             "| eval / correct / prepare in copies: first run; reused arrays "
             "| peak RSS / limit | Siril script: whole / fit_background (in Siril) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -354,11 +369,14 @@ def speed_table(rows: list[dict]) -> str:
                   + " / ".join(fmt(reused[k] / touched if touched and k in reused else None, ".1f")
                                for k in ("evaluate", "correct", "prepare"))
                   + " (copy " + fmt(touched, ".3f") + " s)")
+        plain = r.get("tf", {}).get("tf_import")
         target2 = e["tf_import"] + 3 * floor if floor and "tf_import" in e else None
+        target2_plain = plain + 3 * floor if floor and plain else None
         lines.append(
             f"| {r['name']} | {fmt(floor)} | {fmt(b.get('j1'))} / {fmt(b.get('j2'))} "
             f"| {fmt(b.get('marginal'))} / {fmt(b.get('marginal_j2'))} "
-            f"| {fmt(3 * floor if floor else None)} | {fmt(c.get('total'))} | {fmt(target2)} "
+            f"| {fmt(3 * floor if floor else None)} | {fmt(c.get('total'))} "
+            f"| {fmt(target2)} / {fmt(target2_plain)} "
             f"| {fmt(e.get('fit_warm'), '.2f')} | {passes} "
             f"| {fmt(max(e.get('rss', 0), c.get('rss', 0)), '.0f')} / {limit:.0f} MB "
             f"| {fmt(s.get('script'))} / {fmt(s.get('fit_background'))} |")

@@ -204,7 +204,7 @@ def _unused_api_deferred():
     later, and a fit runs none of them. On the benchmark machine (means of four runs,
     alternating) the import took 2.13 s instead of 2.54 s, and with ``tf.nn`` deferred
     too 1.79 s instead of 2.28 s; a single 24 MP file from the command line 5.89 ->
-    5.29 -> 5.18 s (medians of eight). Only for the TensorFlow versions
+    5.29 s, then 5.63 -> 5.18 s (medians of eight, each step against the one before). Only for the TensorFlow versions
     the layout was checked on, and only when TensorFlow is not loaded yet.
     """
     found = importlib.util.find_spec("tensorflow") if "tensorflow" not in sys.modules else None
