@@ -157,11 +157,12 @@ def _keras_left_out():
 #: uses. TensorFlow's ``__init__`` runs every one of them, and they pull in most of its
 #: Python code (``tf.compat`` alone 0.6 s, ``tf.nn`` with TensorFlow's legacy Keras
 #: 0.4 s). ``tf.math``, ``tf.config``, ``tf.raw_ops`` (the fit's relu) and the rest of
-#: ``tf.__internal__`` are used by the fit and stay.
+#: ``tf.__internal__`` are used by the fit and stay, as do ``tf.distribute`` and
+#: ``tf.lite``, which share their names with packages on disk (see below).
 _UNUSED_API = (
     "audio", "autodiff", "autograph", "bitwise", "compat", "data", "debugging",
-    "distribute", "experimental", "feature_column", "graph_util", "image", "io", "linalg",
-    "lite", "lookup", "mlir", "nest", "nn", "profiler", "quantization", "queue", "ragged",
+    "experimental", "feature_column", "graph_util", "image", "io", "linalg", "lookup",
+    "mlir", "nest", "nn", "profiler", "quantization", "queue", "ragged",
     "random", "saved_model", "sets", "signal", "sparse", "strings", "summary",
     "sysconfig", "test", "tpu", "train", "types", "version", "xla",
     "__internal__.distribute", "__internal__.feature_column", "__internal__.graph_util",
@@ -201,11 +202,11 @@ def _unused_api_deferred():
 
     Each gets a module object that runs the first time anything looks into it, so
     ``tf.data.Dataset`` or ``import tensorflow.compat.v1`` work as usual afterwards, only
-    later, and a fit runs none of them. On the benchmark machine (means of four runs,
-    alternating) the import took 2.13 s instead of 2.54 s, and with ``tf.nn`` deferred
-    too 1.79 s instead of 2.28 s; a single 24 MP file from the command line 5.89 ->
-    5.29 s, then 5.63 -> 5.18 s (medians of eight, each step against the one before). Only for the TensorFlow versions
-    the layout was checked on, and only when TensorFlow is not loaded yet.
+    later, and a fit runs none of them. On the benchmark machine, against bgopt's import
+    with Keras alone left out, alternating runs: the import 2.39 -> 1.80 s (means of
+    five), a single 24 MP file from the command line 5.06 -> 4.28 s (medians of six).
+    Only for the TensorFlow versions the layout was checked on, and only when TensorFlow
+    is not loaded yet.
     """
     found = importlib.util.find_spec("tensorflow") if "tensorflow" not in sys.modules else None
     if found is None or found.origin is None or _tf_version() < _DEFER_SINCE:
@@ -216,6 +217,11 @@ def _unused_api_deferred():
     for name in _UNUSED_API:
         full = "tensorflow._api.v2." + name
         parent = root.joinpath("_api", "v2", *name.split(".")[:-1])
+        if (root / name).is_dir():
+            # A package on disk of the same name (``tensorflow/distribute/``,
+            # ``tensorflow/lite/``): TensorFlow's own code reaches it through
+            # ``tf.distribute...`` while it imports, so the API part must run then too.
+            continue
         spec = importlib.machinery.PathFinder.find_spec(full, [str(parent)])
         if spec is not None and full not in sys.modules:
             made[full] = sys.modules[full] = _deferred(spec)
