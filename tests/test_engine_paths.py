@@ -215,6 +215,53 @@ def test_tensorflow_import_leaves_keras_and_the_unused_api_out_and_usable():
                                   "True", "True"]
 
 
+def test_a_deferred_module_runs_once_as_an_import_would(tmp_path):
+    # A deferred part of TensorFlow's API runs at its first use. Like an import: once,
+    # another thread that looks into it meanwhile waits for it, and its own body sees it
+    # partly initialised. A small module of our own stands in for TensorFlow's.
+    import importlib.machinery
+    import sys
+    import threading
+    import time
+
+    from bgopt_plugin.core._tf import _deferred
+
+    runs = tmp_path / "runs.txt"
+    (tmp_path / "slow_api.py").write_text(
+        "import sys, time\n"
+        f"open({str(runs)!r}, 'a').write('x')\n"
+        "try:\n"
+        "    sys.modules[__name__].LATE\n"
+        "    INSIDE = 'complete'\n"
+        "except AttributeError:\n"
+        "    INSIDE = 'partial'\n"
+        "time.sleep(0.3)\n"
+        "LATE = 'done'\n")
+    module = _deferred(importlib.machinery.PathFinder.find_spec("slow_api", [str(tmp_path)]))
+    sys.modules["slow_api"] = module
+    try:
+        assert not runs.exists() and "LATE" not in vars(module)
+        got = []
+
+        def use():
+            try:
+                got.append(module.LATE)
+            except AttributeError as exc:
+                got.append(repr(exc))
+
+        first, second = threading.Thread(target=use), threading.Thread(target=use)
+        first.start()
+        time.sleep(0.05)            # the second looks in while the first runs it
+        second.start()
+        first.join()
+        second.join()
+        assert got == ["done", "done"]
+        assert module.INSIDE == "partial" and runs.read_text() == "x"
+        assert "LATE" in dir(module) and "__getattr__" not in vars(module)
+    finally:
+        del sys.modules["slow_api"]
+
+
 def test_output_buffers_are_filled_and_checked():
     scene = make_scene("dome", shape=(120, 180))
     plain = bgopt.fit_background(scene.image, seed=1, epochs=60)

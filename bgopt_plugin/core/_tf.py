@@ -174,15 +174,29 @@ _DEFER_SINCE = (2, 21)
 
 
 def _deferred(spec: importlib.machinery.ModuleSpec) -> ModuleType:
-    """A module for ``spec`` that runs at its first attribute lookup or ``dir()``."""
+    """A module for ``spec`` that runs at its first attribute lookup or ``dir()``.
+
+    As with an import, another thread that looks into it while it runs waits for the
+    end, and the thread running it sees it partly initialised (AttributeError).
+    """
     module = importlib.util.module_from_spec(spec)
-    lock = threading.Lock()
+    lock = threading.RLock()
+    running = threading.local()
 
     def run() -> None:
         with lock:
-            if "__getattr__" in module.__dict__:
-                del module.__getattr__, module.__dir__
+            if getattr(running, "now", False):
+                raise AttributeError(f"partially initialized module {spec.name!r}")
+            if vars(module).get("__getattr__") is not __getattr__:
+                return                          # already run
+            running.now = True
+            try:
                 spec.loader.exec_module(module)
+            finally:
+                running.now = False
+                for name, hook in (("__getattr__", __getattr__), ("__dir__", __dir__)):
+                    if vars(module).get(name) is hook:
+                        delattr(module, name)
 
     def __getattr__(name: str):
         run()
