@@ -169,8 +169,16 @@ _UNUSED_API = (
     "__internal__.mixed_precision", "__internal__.monitoring", "__internal__.saved_model",
     "__internal__.test", "__internal__.tracking", "__internal__.train",
 )
-#: The layout of ``tensorflow._api.v2`` was checked on these versions and later.
-_DEFER_SINCE = (2, 21)
+#: The TensorFlow versions whose import was checked with the deferral (its layout, and
+#: that its own code reaches no deferred part while it imports). Any other version is
+#: imported whole: a layout that changed could break the import, which costs more than
+#: the ~0.6 s the deferral saves.
+DEFERRAL_CHECKED = ((2, 21),)
+
+
+def deferral_applies() -> bool:
+    """Whether the installed TensorFlow is one the deferral was checked on."""
+    return _tf_version()[:2] in DEFERRAL_CHECKED
 
 
 def _deferred(spec: importlib.machinery.ModuleSpec) -> ModuleType:
@@ -223,7 +231,7 @@ def _unused_api_deferred():
     is not loaded yet.
     """
     found = importlib.util.find_spec("tensorflow") if "tensorflow" not in sys.modules else None
-    if found is None or found.origin is None or _tf_version() < _DEFER_SINCE:
+    if found is None or found.origin is None or not deferral_applies():
         yield
         return
     root = Path(found.origin).parent
