@@ -107,15 +107,7 @@ def _reduce_blocks(blocks: np.ndarray, func: str) -> np.ndarray:
             return (total / count).astype(np.float32)
     if func != "median":
         raise ValueError(f"downscaling_func must be 'median' or 'mean', got {func!r}")
-    holes = np.isnan(blocks).any(axis=-1)
-    # Every block is partitioned where it is (no copy: the common case, no missing pixel,
-    # needs nothing more). Blocks with a hole (a missing pixel, or the NaN padding of an
-    # edge block) then take the sort, on a copy of just those: with the default factors
-    # most frames have partial edge blocks, so every strip has a few.
-    med = _median(blocks)
-    if holes.any():
-        med[holes] = _nan_median(blocks[holes])
-    return med
+    return _median_of_blocks(blocks, missing_as_nan=False, value_range=None)
 
 
 def _median(blocks: np.ndarray) -> np.ndarray:
@@ -174,14 +166,16 @@ def _fill_blocks(blocks: np.ndarray, rows: np.ndarray) -> None:
 
 def _median_of_blocks(flat: np.ndarray, missing_as_nan: bool,
                       value_range: np.ndarray | None) -> np.ndarray:
-    """Median over the last axis of ``flat`` (a strip's blocks, (W/f, C, f*f), reordered
-    in place), leaving missing pixels out, and the strip's share of ``value_range``.
+    """Median over the last axis of ``flat`` (blocks, (..., C, f*f), a temporary of the
+    caller's, reordered in place), leaving out NaN (and, with ``missing_as_nan``, zero
+    and Inf), and the blocks' share of ``value_range`` (reduced over the first axis).
 
-    Each block's minimum and maximum decide whether it can hold a missing pixel (a
-    minimum above 0 and a finite maximum rule out zeros, NaN and Inf) in two cheap
-    reductions, instead of a test of every pixel. Only the blocks that may (the NaN
-    padding of the right edge, registration borders, negative data) are looked at pixel
-    by pixel, and those with a missing pixel take the sort.
+    Every block is partitioned where it is (no copy: the common case, no missing pixel,
+    needs nothing more). Each block's minimum and maximum decide whether it can hold a
+    missing pixel (a minimum above 0 and a finite maximum rule out zeros, NaN and Inf) in
+    two cheap reductions, instead of a test of every pixel. Only the blocks that may (the
+    NaN padding of the right edge, registration borders, negative data) are looked at
+    pixel by pixel, on a copy of just those, and those with a missing pixel take the sort.
     """
     low, high = flat.min(axis=-1), flat.max(axis=-1)       # NaN where a block holds NaN
     with np.errstate(invalid="ignore"):
@@ -242,6 +236,7 @@ def downscale(image: np.ndarray, factor: int, func: str = "median", transform=No
     blocks = np.empty((wb, c, factor, factor), dtype=np.float32)
     flat = blocks.reshape(wb, c, factor * factor)
     strip = None if transform is None else np.full((factor, wb * factor, c), np.nan, np.float32)
+    find_missing = missing_as_nan and strip is None     # else the strip had them set to NaN
     for i in range(hb):
         rows = image[i * factor:(i + 1) * factor]
         if strip is None:
@@ -254,9 +249,9 @@ def downscale(image: np.ndarray, factor: int, func: str = "median", transform=No
                 np.copyto(part, np.nan, where=missing_pixels(part))
             np.copyto(blocks, _block_view(transform(strip), factor)[0])
         if func == "median":
-            out[i] = _median_of_blocks(flat, missing_as_nan and strip is None, value_range)
+            out[i] = _median_of_blocks(flat, find_missing, value_range)
             continue
-        if missing_as_nan and strip is None:
+        if find_missing:
             np.copyto(flat, np.nan, where=missing_pixels(flat))
         if value_range is not None:
             value_range[0] = np.fmin(value_range[0], np.fmin.reduce(flat, axis=(0, 2)))
