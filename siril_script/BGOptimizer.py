@@ -24,6 +24,17 @@ Options are those of the ``bgopt`` command line (-dx -df -dq -N -O -tm -tM -i -e
 --correction --pedestal --protect/--no-protect --seed ...), generated from the same
 parameter table, plus --save-model FILE [--overwrite].
 
+Installation: the first run installs the bgopt package into Siril's own Python, from
+the checkout this script sits in (``pip install <checkout>``, which brings exactly the
+dependencies its pyproject.toml declares; PyQt6 as well for the dialog), and again
+whenever the checkout changes. A script copied alone uses a bgopt installed in Siril's
+Python, or says in Siril's log what to run.
+
+A failure (dependencies, bad options, no image, a fit error) is one red line in
+Siril's log. Siril carries on after a Python script whatever it did, so in a headless
+script the image is closed as well: the next command (``save``) then fails and stops
+the script instead of saving the unchanged image. The GUI's image is never closed.
+
 Everything but the Siril glue comes from the bgopt package: the pipeline
 (bgopt_plugin.core), the layout and bit-depth conversion, header keywords and atomic
 writing (bgopt_plugin.io), options and the mask overlay (bgopt_plugin.frontend).
@@ -35,6 +46,9 @@ SPDX-License-Identifier: GPL-3.0-or-later
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import subprocess
 import sys
 import threading
 import time
@@ -42,21 +56,163 @@ from pathlib import Path
 
 import numpy as np
 
-VERSION = "0.1.0"
 SCRIPT_NAME = "BGOptimizer"
-# Packages the engine needs in Siril's Python (numpy ships with Siril).
-ENGINE_PACKAGES = ["scipy", "tensorflow", "astropy", "xisf"]
-GUI_PACKAGES = ["PyQt6"]
+#: The distribution that holds the engine; its pyproject.toml is the one list of what
+#: it needs, and installing it brings exactly that.
+DIST = "bgopt"
+#: Its optional dependencies for the dialog (PyQt6), declared there as well.
+GUI_EXTRA = "gui"
+#: Where the script notes which checkout it installed into Siril's Python, and its state.
+STAMP = Path(sys.prefix) / "bgopt-checkout.json"
+
+
+# --------------------------------------------------------------------------- set-up
+class SetupError(RuntimeError):
+    """bgopt cannot be installed or imported in Siril's Python (one line for the log)."""
+
+
+def checkout_root() -> Path | None:
+    """The bgopt checkout this script sits in (``<root>/siril_script/``), if any."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file() and (root / "bgopt_plugin" / "__init__.py").is_file():
+        return root
+    return None
+
+
+def checkout_state(root: Path) -> dict:
+    """What identifies the checkout's installable state: its folder and a digest of its
+    ``pyproject.toml`` and package files (a ``git pull`` changes it)."""
+    digest = hashlib.sha256()
+    files = [root / "pyproject.toml",
+             *sorted(f for f in (root / "bgopt_plugin").rglob("*")
+                     if f.is_file() and "__pycache__" not in f.parts)]
+    for f in files:
+        digest.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return {"checkout": str(root), "digest": digest.hexdigest()}
+
+
+def unmet_requirements(extras: tuple[str, ...] = ()) -> list[str]:
+    """The installed bgopt's declared requirements (with ``extras``) that this Python
+    does not satisfy; ``[DIST]`` when bgopt itself is not installed."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement  # ships with sirilpy
+
+    try:
+        declared = metadata.requires(DIST) or []
+    except metadata.PackageNotFoundError:
+        return [DIST]
+    unmet = []
+    for text in declared:
+        req = Requirement(text)
+        if req.marker is not None and not any(req.marker.evaluate({"extra": e})
+                                              for e in ("", *extras)):
+            continue
+        try:
+            have = metadata.version(req.name)
+        except metadata.PackageNotFoundError:
+            unmet.append(text)
+            continue
+        if not req.specifier.contains(have, prereleases=True):
+            unmet.append(text)
+    return unmet
+
+
+def install_checkout(root: Path, extras: tuple[str, ...] = ()) -> None:
+    """``pip install <root>[extras]`` into this Python (Siril's venv).
+
+    pip's output is kept out of Siril's log (a long output can stall siril-cli); on
+    failure its last error line is raised as a :class:`SetupError`.
+    """
+    target = f"{root}[{','.join(extras)}]" if extras else str(root)
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--disable-pip-version-check",
+                           "--quiet", target], capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = [ln.strip() for ln in (done.stderr or done.stdout).splitlines() if ln.strip()]
+        errors = [ln for ln in lines if ln.startswith("ERROR")] or lines or ["no output"]
+        raise SetupError(f"pip could not install {target} into Siril's Python "
+                         f"({sys.executable}): {errors[-1]}")
+
+
+def prepare_engine(siril, gui: bool) -> None:
+    """Make the bgopt package importable in Siril's Python, installing what is missing.
+
+    In a checkout (this script in its ``siril_script`` folder), the checkout is installed
+    with pip whenever it is not, or has changed since, or a declared requirement is
+    unmet: pip then brings exactly what ``pyproject.toml`` declares. Copied alone, an
+    installed bgopt is used, its unmet requirements installed with sirilpy's
+    ``ensure_installed``; without one, :class:`SetupError` says what to run.
+    """
+    import sirilpy
+
+    extras = (GUI_EXTRA,) if gui else ()
+    root = checkout_root()
+    if root is not None:
+        state = checkout_state(root)
+        if _read_stamp() != state or unmet_requirements(extras):
+            siril.log(f"{SCRIPT_NAME}: installing bgopt from {root} into Siril's Python "
+                      "(the first time, TensorFlow is downloaded: a few minutes)")
+            STAMP.unlink(missing_ok=True)
+            install_checkout(root, extras)
+            STAMP.write_text(json.dumps(state))
+    else:
+        unmet = unmet_requirements(extras)
+        if unmet == [DIST]:
+            raise SetupError(
+                f"bgopt is not installed in Siril's Python; run  \"{sys.executable}\" -m pip "
+                "install /path/to/bgopt  (a bgopt checkout), or run this script from the "
+                "siril_script folder of a checkout")
+        if unmet:
+            from packaging.requirements import Requirement
+
+            reqs = [Requirement(text) for text in unmet]
+            sirilpy.ensure_installed([r.name for r in reqs],
+                                     version_constraints=[str(r.specifier) or None for r in reqs])
+    try:
+        import bgopt_plugin  # noqa: F401 - fail here, not half-way through
+    except ImportError as exc:
+        raise SetupError(f"bgopt does not import in Siril's Python: {exc}") from exc
+
+
+def _read_stamp() -> dict | None:
+    try:
+        return json.loads(STAMP.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def stop_script(siril) -> None:
+    """Make a failure stop the Siril script (.ssf) that ran this one.
+
+    Siril 1.4 carries on after a Python script whatever it did (an exception or a
+    non-zero exit included), so the next command, typically ``save``, would write the
+    unchanged image and the run would end in success. Headless, the image is closed
+    instead: the next command that needs it fails and Siril stops the script there
+    ("Script execution failed", siril-cli exits 1). In the GUI the user's image is never
+    closed: both ``is_cli()`` (a script, not the Scripts menu) and a Siril without a
+    display (no display ICC profile) are required.
+    """
+    import sirilpy
+
+    try:
+        headless = siril.is_cli() and siril.get_siril_display_iccprofile() is None
+    except sirilpy.SirilError:
+        return
+    if headless:
+        try:
+            siril.cmd("close")
+        except sirilpy.SirilError:
+            pass
+
+
+def version() -> str:
+    """The engine's version (bgopt_plugin.__version__)."""
+    from bgopt_plugin import __version__
+
+    return __version__
 
 
 # --------------------------------------------------------------------------- engine
-def locate_engine() -> None:
-    """Make ``bgopt_plugin`` importable: the repository this script sits in, else installed."""
-    repo = Path(__file__).resolve().parent.parent
-    if (repo / "bgopt_plugin" / "__init__.py").is_file() and str(repo) not in sys.path:
-        sys.path.insert(0, str(repo))
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Headless options: the engine options of the ``bgopt`` CLI plus --save-model."""
     from bgopt_plugin.frontend.options import add_engine_options
@@ -267,6 +423,20 @@ def describe_error(exc: BaseException) -> str:
     return f"{SCRIPT_NAME}: {type(exc).__name__}: {exc}"
 
 
+def fail(siril, *lines: str) -> int:
+    """Report a failure in red in Siril's log and stop the calling Siril script.
+
+    Used for every failure: dependencies, bad options, no image, a fit error. In the
+    GUI's dialog a message box is shown as well (:meth:`Window._error`). Returns 1.
+    """
+    import sirilpy
+
+    for line in lines:
+        siril.log(line, sirilpy.LogColor.RED)
+    stop_script(siril)
+    return 1
+
+
 def run_headless(siril, argv: list[str]) -> int:
     """``pyscript BGOptimizer.py [options]``: parse, log, process, log the outcome."""
     import sirilpy
@@ -274,15 +444,14 @@ def run_headless(siril, argv: list[str]) -> int:
     try:
         config, args = parse_options(argv)
     except OptionError as exc:
-        siril.log(describe_error(exc), sirilpy.LogColor.RED)
-        siril.log(f"usage: {build_parser().format_usage().strip()}", sirilpy.LogColor.RED)
+        fail(siril, describe_error(exc), f"usage: {build_parser().format_usage().strip()}")
         return 2
     if config is None:
         for line in args.splitlines():
             siril.log(line)
         return 0
     params = ", ".join(f"{k}={v}" for k, v in config.to_dict().items())
-    siril.log(f"{SCRIPT_NAME} {VERSION}: {params}")
+    siril.log(f"{SCRIPT_NAME} {version()}: {params}")
     try:
         if args.save_model and Path(args.save_model).exists() and not args.overwrite:
             raise FileExistsError(f"{args.save_model}: output exists (add --overwrite to replace it)")
@@ -290,8 +459,7 @@ def run_headless(siril, argv: list[str]) -> int:
         result, clipped = process(siril, config, args.save_model, args.overwrite)
         seconds = time.perf_counter() - start
     except Exception as exc:  # noqa: BLE001 - every failure becomes one red log line
-        siril.log(describe_error(exc), sirilpy.LogColor.RED)
-        return 1
+        return fail(siril, describe_error(exc))
     siril.log(summary(result, clipped, seconds), sirilpy.LogColor.GREEN)
     return 0
 
@@ -386,7 +554,7 @@ def make_window(siril):
     class Window(QWidget):
         def __init__(self):
             super().__init__()
-            self.setWindowTitle(f"{SCRIPT_NAME} {VERSION} (bgopt)")
+            self.setWindowTitle(f"{SCRIPT_NAME} {version()} (bgopt)")
             self.signals = Signals()
             self.signals.finished.connect(self._done)
             self.result = None
@@ -492,13 +660,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     headless = siril.is_cli() or bool(argv)
     try:
-        s.ensure_installed(ENGINE_PACKAGES + ([] if headless else GUI_PACKAGES))
-        locate_engine()
-        import bgopt_plugin  # noqa: F401 - fail here, not half-way through
+        prepare_engine(siril, gui=not headless)
     except Exception as exc:  # noqa: BLE001 - dependency install or import failure
-        siril.log(f"{SCRIPT_NAME}: could not install or import its dependencies: {exc}",
-                  s.LogColor.RED)
-        return 1
+        text = f"{SCRIPT_NAME}: {exc}" if isinstance(exc, SetupError) else (
+            f"{SCRIPT_NAME}: could not install or import its dependencies: {exc}")
+        if not headless:
+            siril.error_messagebox(text)
+        return fail(siril, text)
     if headless:
         return run_headless(siril, argv)
     try:

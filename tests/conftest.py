@@ -22,15 +22,22 @@ def real_data() -> Path:
     return REAL
 
 
-def _ci_with_real_data() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes") and REAL.is_dir()
+def _on_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """On CI with the real data present, a real-data test that skips is a failure."""
+    """On CI, a test that needs the real data (when ../shared is there) or the real Siril
+    and skips is a failure: CI installs Siril, so a skip there means something broke."""
     outcome = yield
     report = outcome.get_result()
-    if report.skipped and "real_data" in getattr(item, "fixturenames", ()) and _ci_with_real_data():
+    if not (report.skipped and _on_ci()):
+        return
+    fixtures = getattr(item, "fixturenames", ())
+    if "real_data" in fixtures and REAL.is_dir():
         report.outcome = "failed"
         report.longrepr = f"skipped on CI although {REAL} exists: {report.longrepr}"
+    elif "siril_home" in fixtures:
+        report.outcome = "failed"
+        report.longrepr = f"skipped on CI, where the real Siril must run: {report.longrepr}"

@@ -55,7 +55,8 @@ class LogColor(IntEnum):
     BOLD = 5
 
 
-INSTALLED: list[list[str]] = []
+#: (packages, version_constraints) of every ensure_installed call.
+INSTALLED: list[tuple[list[str], object]] = []
 INSTALL_ERROR: Exception | None = None
 CONNECT_ERROR: Exception | None = None
 NEXT: dict = {}
@@ -64,7 +65,7 @@ NEXT: dict = {}
 def ensure_installed(*packages, version_constraints=None, reinstall=False) -> bool:
     if packages and isinstance(packages[0], list):
         packages = tuple(packages[0])
-    INSTALLED.append(list(packages))
+    INSTALLED.append((list(packages), version_constraints))
     if INSTALL_ERROR is not None:
         raise INSTALL_ERROR
     return True
@@ -202,8 +203,19 @@ class SirilInterface:
                                 if not line.startswith(("HISTORY", "END")))
         return True
 
+    def get_siril_display_iccprofile(self):
+        # Siril 1.4.4: None when Siril runs headless (with or without an image), the
+        # monitor profile's bytes in the GUI (NoImageError there without an image).
+        if self.cli:
+            return None
+        if self.pixels is None:
+            raise NoImageError("no image is currently loaded in Siril")
+        return b"ICC profile bytes"
+
     def cmd(self, *args: str):
         self.calls.append(("cmd",) + args)
         if args[:2] == ("update_key", "-comment"):
             self.header += "\nCOMMENT " + " ".join(args[2:]).strip('"')
+        elif args == ("close",):
+            self.pixels = None
         return True

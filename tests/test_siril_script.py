@@ -15,12 +15,15 @@ import pytest
 import tests.sirilpy_standin as standin
 from bgopt_plugin.data.synthetic import make_scene
 
-SCRIPT = Path(__file__).resolve().parents[1] / "siril_script" / "BGOptimizer.py"
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "siril_script" / "BGOptimizer.py"
 FAST = ["-e", "80", "--seed", "1"]
 
 
 @pytest.fixture
-def script(monkeypatch):
+def script(monkeypatch, tmp_path):
+    """The script with the stand-in as sirilpy; pip is replaced by a recorder and the
+    install stamp lives in a temporary folder (the test venv is never touched)."""
     monkeypatch.setitem(sys.modules, "sirilpy", standin)
     monkeypatch.setattr(standin, "INSTALL_ERROR", None)
     monkeypatch.setattr(standin, "CONNECT_ERROR", None)
@@ -29,6 +32,10 @@ def script(monkeypatch):
     spec = importlib.util.spec_from_file_location("BGOptimizer", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    module.pip_installs = []
+    monkeypatch.setattr(module, "STAMP", tmp_path / "stamp.json")
+    monkeypatch.setattr(module, "install_checkout",
+                        lambda root, extras=(): module.pip_installs.append((root, extras)))
     return module
 
 
@@ -131,12 +138,18 @@ def test_argv_parsing(script):
     assert config is None and "-dq" in text
 
 
-def test_bad_option_logs_red_and_leaves_image(script):
+def test_bad_option_logs_red_and_stops_a_headless_script(script):
+    # Headless, the image is closed so that the .ssf's next command (save) fails.
     pixels = _pixels(False, np.float32)
-    siril = standin.SirilInterface(pixels)
+    siril = standin.SirilInterface(pixels, cli=True)
     assert script.run_headless(siril, ["-O", "9"]) == 2
     assert siril.logs[0][1] == standin.LogColor.RED and "bad option" in siril.logs[0][0]
-    np.testing.assert_array_equal(siril.pixels, pixels)
+    assert not siril.is_image_loaded() and ("cmd", "close") in siril.calls
+    # In the GUI (the Scripts menu: is_cli() False) the user's image is never closed.
+    gui = standin.SirilInterface(pixels, cli=False)
+    assert script.run_headless(gui, ["-O", "9"]) == 2
+    np.testing.assert_array_equal(gui.pixels, pixels)
+    assert not any(c[0] == "cmd" for c in gui.calls)
 
 
 def test_no_image_and_busy(script):
@@ -144,11 +157,14 @@ def test_no_image_and_busy(script):
     assert script.run_headless(siril, FAST) == 1
     assert "no image loaded" in siril.logs[-1][0] and siril.logs[-1][1] == standin.LogColor.RED
     pixels = _pixels(False, np.float32)
-    busy = standin.SirilInterface(pixels, busy=True)
+    busy = standin.SirilInterface(pixels, busy=True, cli=False)
     assert script.run_headless(busy, FAST) == 1
     assert "busy" in busy.logs[-1][0] and "Traceback" not in busy.logs[-1][0]
     np.testing.assert_array_equal(busy.pixels, pixels)
     assert ("reset_progress",) in busy.calls
+    headless = standin.SirilInterface(pixels, busy=True, cli=True)
+    assert script.run_headless(headless, FAST) == 1
+    assert "busy" in headless.logs[-1][0] and not headless.is_image_loaded()
 
 
 def test_main_connection_and_dependency_failures(script, monkeypatch, capsys):
@@ -156,20 +172,21 @@ def test_main_connection_and_dependency_failures(script, monkeypatch, capsys):
     assert script.main(FAST) == 1
     assert "cannot connect to Siril: socket gone" in capsys.readouterr().err
     monkeypatch.setattr(standin, "CONNECT_ERROR", None)
-    monkeypatch.setattr(standin, "INSTALL_ERROR", standin.SirilError("pip failed"))
-    pixels = _pixels(False, np.float32)
-    monkeypatch.setattr(standin, "NEXT", {"pixels": pixels, "cli": True})
-    logs = []
-    monkeypatch.setattr(standin.SirilInterface, "log",
-                        lambda self, m, color=standin.LogColor.DEFAULT: logs.append((m, color)))
+
+    def pip_fails(root, extras=()):
+        raise script.SetupError(f"pip could not install {root}: ERROR: no matching distribution")
+    monkeypatch.setattr(script, "install_checkout", pip_fails)
+    made = _record_interfaces(monkeypatch)
+    monkeypatch.setattr(standin, "NEXT", {"pixels": _pixels(False, np.float32), "cli": True})
     assert script.main(FAST) == 1
-    assert "dependencies" in logs[-1][0] and "pip failed" in logs[-1][0]
-    assert logs[-1][1] == standin.LogColor.RED
+    siril = made[0]
+    assert siril.logs[-1] == (f"BGOptimizer: pip could not install {script.checkout_root()}: "
+                              "ERROR: no matching distribution", standin.LogColor.RED)
+    assert not siril.is_image_loaded()          # the .ssf's next command fails
+    assert not script.STAMP.exists()            # and the next run tries again
 
 
-def test_main_headless_end_to_end(script, monkeypatch, tmp_path):
-    pixels = _pixels(True, np.uint16)
-    monkeypatch.setattr(standin, "NEXT", {"pixels": pixels, "cli": True})
+def _record_interfaces(monkeypatch) -> list:
     made = []
     original = standin.SirilInterface.__init__
 
@@ -177,9 +194,20 @@ def test_main_headless_end_to_end(script, monkeypatch, tmp_path):
         original(self, *a, **k)
         made.append(self)
     monkeypatch.setattr(standin.SirilInterface, "__init__", init)
+    return made
+
+
+def test_main_headless_end_to_end(script, monkeypatch, tmp_path):
+    pixels = _pixels(True, np.uint16)
+    monkeypatch.setattr(standin, "NEXT", {"pixels": pixels, "cli": True})
+    made = _record_interfaces(monkeypatch)
     model = tmp_path / "model.fit"
     assert script.main([*FAST, "--save-model", str(model)]) == 0
-    assert standin.INSTALLED == [script.ENGINE_PACKAGES]  # no PyQt6 headless
+    # The first run installs the checkout itself (no PyQt6 headless); the next one, with
+    # the checkout unchanged and every requirement met, installs nothing.
+    assert script.pip_installs == [(REPO, ())]
+    assert script.main([*FAST, "--save-model", str(tmp_path / "model2.fit")]) == 0
+    assert script.pip_installs == [(REPO, ())] and standin.INSTALLED == []
     siril = made[0]
     assert siril.pixels.dtype == np.uint16 and siril.pixels.shape == pixels.shape
     from astropy.io import fits
@@ -191,7 +219,7 @@ def test_script_is_a_single_menu_entry_and_compiles(tmp_path):
     assert [p.name for p in folder.glob("*.py")] == ["BGOptimizer.py"]
     text = SCRIPT.read_text()
     assert 'check_module_version(">=1.0.0")' in text
-    assert "SPDX-License-Identifier: GPL-3.0-or-later" in text and "VERSION = " in text
+    assert "SPDX-License-Identifier: GPL-3.0-or-later" in text
     ast.parse(text, feature_version=(3, 10))
     py_compile.compile(str(SCRIPT), doraise=True, cfile=str(tmp_path / "BGOptimizer.pyc"))
     # Module-level imports: the standard library and numpy only; PyQt6, sirilpy and
@@ -199,7 +227,8 @@ def test_script_is_a_single_menu_entry_and_compiles(tmp_path):
     top = [n for n in ast.parse(text).body if isinstance(n, (ast.Import, ast.ImportFrom))]
     names = {a.name.split(".")[0] for n in top if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module.split(".")[0] for n in top if isinstance(n, ast.ImportFrom)}
-    assert names == {"__future__", "argparse", "sys", "threading", "time", "pathlib", "numpy"}
+    assert names == {"__future__", "argparse", "hashlib", "json", "subprocess", "sys", "threading",
+                     "time", "pathlib", "numpy"}
     assert "tksiril" not in text
 
 
@@ -238,3 +267,141 @@ def test_gui_offscreen(script, monkeypatch):
     assert siril.logs[-1][1] == standin.LogColor.GREEN
     assert _spread(siril.pixels) < 0.3 * _spread(pixels)
     win.close()
+
+
+# --------------------------------------------------------------------------- set-up
+def _declared_dependencies() -> set[str]:
+    """Distribution names that ``pip install <checkout>`` brings: pyproject's dependencies."""
+    tomllib = pytest.importorskip("tomllib")
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return {Requirement(r).name.lower().replace("_", "-") for r in project["dependencies"]}
+
+
+def _runtime_imports() -> dict[str, str]:
+    """Top-level modules that bgopt_plugin imports outside an ``except ImportError`` guard,
+    with one file that imports each."""
+    found: dict[str, str] = {}
+    for path in sorted((REPO / "bgopt_plugin").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        guarded = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Try) and any(
+                    isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError")
+                    for h in node.handlers):
+                guarded |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+        for node in ast.walk(tree):
+            if id(node) in guarded:
+                continue
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                found.setdefault(name.split(".")[0], str(path.relative_to(REPO)))
+    return found
+
+
+def _undeclared(declared: set[str]) -> list[str]:
+    """Third-party modules the package imports that no distribution in ``declared`` provides."""
+    from importlib import metadata
+
+    providers = metadata.packages_distributions()
+    missing = []
+    for module, where in _runtime_imports().items():
+        if module in sys.stdlib_module_names or module == "bgopt_plugin":
+            continue
+        dists = {d.lower().replace("_", "-") for d in providers.get(module, [module])}
+        if not dists & declared:
+            missing.append(f"{module} (imported by {where}; from {sorted(dists)})")
+    return missing
+
+
+def test_the_installation_satisfies_every_runtime_import():
+    # The script installs the checkout, so what it brings is pyproject's dependencies;
+    # every third-party module the package imports must come from one of them.
+    missing = _undeclared(_declared_dependencies())
+    assert not missing, f"imported but not in pyproject's dependencies: {missing}"
+
+
+def test_an_undeclared_import_is_reported():
+    # What the last round missed: threadpoolctl imported, not in the installed list.
+    declared = _declared_dependencies()
+    assert {"numpy", "scipy", "astropy", "tensorflow"} <= set(_runtime_imports())
+    missing = _undeclared(declared - {"threadpoolctl"})
+    assert len(missing) == 1 and missing[0].startswith("threadpoolctl (imported by bgopt_plugin/")
+
+
+def _fake_checkout(root: Path) -> Path:
+    (root / "bgopt_plugin").mkdir(parents=True)
+    (root / "pyproject.toml").write_text("[project]\nname = 'bgopt'\n")
+    (root / "bgopt_plugin" / "__init__.py").write_text("")
+    (root / "siril_script").mkdir()
+    return root
+
+
+def test_checkout_is_installed_once_and_again_when_it_changes(script, tmp_path, monkeypatch):
+    root = _fake_checkout(tmp_path / "checkout")
+    monkeypatch.setattr(script, "checkout_root", lambda: root)
+    siril = standin.SirilInterface(_pixels(False, np.float32))
+    script.prepare_engine(siril, gui=False)
+    assert script.pip_installs == [(root, ())]
+    assert "installing bgopt from" in siril.logs[0][0]
+    script.prepare_engine(siril, gui=False)                    # unchanged: nothing to do
+    assert len(script.pip_installs) == 1
+    (root / "bgopt_plugin" / "__init__.py").write_text("x = 1\n")   # a git pull
+    script.prepare_engine(siril, gui=False)
+    assert script.pip_installs[-1] == (root, ())
+    (root / "pyproject.toml").write_text("[project]\nname = 'bgopt'\ndependencies = ['x']\n")
+    script.prepare_engine(siril, gui=False)
+    assert len(script.pip_installs) == 3
+
+
+def test_unmet_requirement_reinstalls_the_checkout_with_the_gui_extra(script, monkeypatch):
+    monkeypatch.setattr(script, "unmet_requirements",
+                        lambda extras=(): ["PyQt6>=6.5"] if extras else [])
+    script.prepare_engine(standin.SirilInterface(None), gui=False)
+    script.prepare_engine(standin.SirilInterface(None), gui=True)
+    assert script.pip_installs == [(REPO, ()), (REPO, ("gui",))]
+
+
+def _fake_dist(site: Path, name: str, requires: list[str]) -> None:
+    info = site / f"{name}-1.0.dist-info"
+    info.mkdir(parents=True)
+    lines = ["Metadata-Version: 2.1", f"Name: {name}", "Version: 1.0",
+             *[f"Requires-Dist: {r}" for r in requires]]
+    (info / "METADATA").write_text("\n".join(lines) + "\n")
+
+
+def test_unmet_requirements_reads_the_installed_metadata(script, tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    _fake_dist(site, "bgoptfake", ["numpy>=1.0", "numpy>=999", "surely-not-installed-pkg",
+                                   "PyQt6>=999; extra == 'gui'", "scipy; python_version < '3'"])
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(script, "DIST", "bgoptfake")
+    assert script.unmet_requirements() == ["numpy>=999", "surely-not-installed-pkg"]
+    assert script.unmet_requirements(("gui",))[-1].startswith("PyQt6>=999")
+    monkeypatch.setattr(script, "DIST", "no-such-dist-bgopt")
+    assert script.unmet_requirements() == ["no-such-dist-bgopt"]
+    # The package installed in this test environment satisfies its own requirements.
+    monkeypatch.setattr(script, "DIST", "bgopt")
+    assert script.unmet_requirements(("gui",)) == []
+
+
+def test_copied_alone_uses_the_installed_bgopt_or_says_what_to_run(script, monkeypatch):
+    monkeypatch.setattr(script, "checkout_root", lambda: None)
+    siril = standin.SirilInterface(None)
+    script.prepare_engine(siril, gui=False)                    # bgopt is installed here
+    assert script.pip_installs == [] and standin.INSTALLED == []
+    # an unmet requirement goes through sirilpy's ensure_installed, with its floor
+    monkeypatch.setattr(script, "unmet_requirements", lambda extras=(): ["PyQt6>=6.5"])
+    script.prepare_engine(siril, gui=True)
+    assert standin.INSTALLED == [(["PyQt6"], [">=6.5"])]
+    monkeypatch.setattr(script, "unmet_requirements", lambda extras=(): [script.DIST])
+    with pytest.raises(script.SetupError) as err:
+        script.prepare_engine(siril, gui=False)
+    message = str(err.value)
+    assert f'"{sys.executable}" -m pip install' in message and "\n" not in message
