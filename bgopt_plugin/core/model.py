@@ -92,6 +92,9 @@ class BackgroundResult:
         Loss weights of the working pixels in [0, 1], protection included.
     protected : ndarray, bool
         Working pixels masked by automatic object protection, (h, w).
+    protected_fraction : float
+        Share of the usable working pixels (with data, not masked by the user) that
+        protection left out of the fit.
     control_points : ndarray, (N, 2)
         Fitted control points as (x, y) full-resolution pixel coordinates.
     loss_history : list of float
@@ -131,6 +134,7 @@ class BackgroundResult:
     model: BackgroundModel
     downscaling_factor: int
     sky_level: np.ndarray
+    protected_fraction: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
 
     def evaluate(self, shape: tuple[int, int] | None = None) -> np.ndarray:

@@ -17,14 +17,21 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from ._tf import tf
+from .parameters import Config, emit
 from .spline import D2_FLOOR, SplineParams
+from .stretch import extended_mtf
 
-__all__ = ["FitResult", "fit_spline", "make_trainer", "build_trainer", "load_optimizer",
+if TYPE_CHECKING:
+    from .initial import InitialFit
+    from .prepare import Prepared
+    from .protect import Protection
+
+__all__ = ["FitResult", "descend", "fit_spline", "make_trainer", "build_trainer", "load_optimizer",
            "load_optimizer_during", "LOSS_FLOOR"]
 
 log = logging.getLogger(__name__)
@@ -473,3 +480,30 @@ def fit_spline(q: np.ndarray, y: np.ndarray, wt: np.ndarray, midtones: np.ndarra
             lr_epoch = done
     trainer.restore_best()
     return FitResult(trainer.params(), history, done, float(trainer.best_loss.numpy()), trainer.jit)
+
+
+def descend(prep: Prepared, protection: Protection, init: InitialFit, config: Config) -> FitResult:
+    """The gradient-descent stage: refine ``init`` on the delinearized working image.
+
+    In: the working image's stretched values, the protection's loss weights, the
+    initial spline and its ceiling (mapped through the stretch, where it binds like
+    overshoot). Out: the best spline seen, with its loss history. Progress goes to
+    ``config.progress`` (stage ``"fit"``), with a last event when the fit stops early.
+    """
+    n_chan = prep.working.shape[-1]
+    y = np.nan_to_num(prep.working).reshape(-1, n_chan)
+    bound = cap = None
+    if init.ceiling is not None:
+        midtones = prep.stretch.midtones.astype(np.float32)
+        bound, cap = np.zeros_like(y), np.zeros_like(y)
+        bound[init.under] = extended_mtf(init.ceiling[1].astype(np.float32), midtones)
+        cap[init.under] = 1.0
+    emit(config, "fit", 0, config.epochs, message="fit")
+    fit = fit_spline(prep.query, y, protection.weights.reshape(-1, n_chan), prep.stretch.midtones,
+                     init.params, alpha=config.alpha, learning_rate=config.learning_rate,
+                     epochs=config.epochs, bound=bound, cap=cap,
+                     on_block=lambda done, loss: emit(config, "fit", done, config.epochs, loss, "fit"))
+    if fit.epochs_run < config.epochs:   # stopped early (plateau or settled): stage complete
+        emit(config, "fit", config.epochs, config.epochs, fit.best_loss,
+             f"converged at epoch {fit.epochs_run}")
+    return fit

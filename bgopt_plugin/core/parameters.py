@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["Config", "Parameter", "PARAMETERS", "PARAMETER_HELP", "ParameterError",
-           "ProgressEvent", "parameter", "document_options"]
+           "ProgressEvent", "emit", "parameter", "document_options"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,13 @@ class ProgressEvent:
     total: int = 0
     loss: float | None = None
     message: str = ""
+
+
+def emit(config: Config, stage: str, step: int = 0, total: int = 0,
+         loss: float | None = None, message: str = "") -> None:
+    """Send a :class:`ProgressEvent` to ``config.progress``, if any."""
+    if config.progress is not None:
+        config.progress(ProgressEvent(stage, step, total, loss, message))
 
 
 class ParameterError(ValueError):

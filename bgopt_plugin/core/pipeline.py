@@ -1,8 +1,14 @@
-"""The pipeline: prepare, protect, fit, evaluate, correct; one function, numpy in and out.
+"""The pipeline: :func:`fit_background`, bgopt's stages in order, numpy in and out.
 
 Host-agnostic: front ends convert their layouts to channels-last arrays and call
-:func:`fit_background`. Each stage is its own module; TensorFlow is imported by the fit
-stage (:mod:`.optimize`) alone.
+:func:`fit_background`. Each stage is a function of its own module:
+
+1. :func:`~.prepare.prepare`: validate, stretch, downscale and mask;
+2. :func:`~.protect.find_objects`: the objects to leave out of the fit;
+3. :func:`~.initial.initial_solve`: the robust numpy fit the descent starts from;
+4. :func:`~.optimize.descend`: the gradient-descent fit (TensorFlow, imported there only);
+5. :meth:`~.model.BackgroundModel.evaluate`: the model at full resolution;
+6. :func:`~.correct.correct_image`: remove it and count what leaves range.
 """
 
 from __future__ import annotations
@@ -18,42 +24,14 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from . import _tf
-from .correct import correct, require_positive, sky_level
+from .correct import correct_image
+from .initial import initial_solve
 from .model import BackgroundModel, BackgroundResult
-from .parameters import Config, ProgressEvent, document_options
+from .parameters import Config, document_options, emit
 from .prepare import as_channels_last, prepare, unmask, working_factor
-from .protect import object_mask, smooth_valid
-from .sampling import initial_points, initial_values
-from .spline import SplineParams, robust_fit, solve
-from .stretch import extended_mtf
+from .protect import find_objects
 
 __all__ = ["fit_background"]
-
-#: Object protection is dropped if it would leave fewer usable working pixels than this share.
-MIN_SKY_SHARE = 0.05
-#: Smoothing scale (working pixels) of the image that bounds the model under objects.
-CEILING_SCALE = 1.0
-
-
-def _emit(config: Config, stage: str, step: int = 0, total: int = 0,
-          loss: float | None = None, message: str = "") -> None:
-    if config.progress is not None:
-        config.progress(ProgressEvent(stage, step, total, loss, message))
-
-
-def _ceiling(linear: np.ndarray, protected: np.ndarray, query: np.ndarray, noise: np.ndarray):
-    """Upper bounds for the model on protected pixels: the lightly smoothed image plus
-    two noise sigmas of that smoothed image (the sky is never brighter than the image).
-
-    ``noise`` is the per-channel pixel noise of ``linear`` (as object detection measured it).
-    """
-    valid = np.isfinite(linear).all(axis=-1)
-    bound = np.empty_like(linear, dtype=np.float64)
-    for c in range(linear.shape[-1]):
-        bound[..., c] = (smooth_valid(linear[..., c], valid, CEILING_SCALE, truncate=4.0)
-                         + 2.0 * noise[c] / (2 * np.sqrt(np.pi) * CEILING_SCALE))
-    where = (protected & valid).reshape(-1)
-    return query[where], bound.reshape(-1, linear.shape[-1])[where]
 
 
 @contextlib.contextmanager
@@ -63,8 +41,7 @@ def _trainer_meanwhile(shape: tuple[int, int, int], config: Config) -> Iterator[
     Only the problem's size is needed (every working pixel is a sample), and the numpy
     stages before the fit release the GIL in their large calls. The fit waits for the
     build (see ``optimize.build_trainer``); a build that fails leaves the fit to build
-    its own, which reports the error. Only once TensorFlow is loaded: its import prints
-    to the process's stderr, which it silences meanwhile.
+    its own, which reports the error. Only once TensorFlow is loaded.
     """
     h, w, n_chan = shape
     factor = working_factor(shape, config)
@@ -153,150 +130,54 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None, *
     timings: dict[str, float] = {}
     image, mask = unmask(image, mask)
     arr, squeeze = as_channels_last(image)
-    h, w, n_chan = arr.shape
+    h, w, _ = arr.shape
     if out is not None:
         if squeeze:   # a 2-D image may come with 2-D outputs
             out = tuple(o[..., None] if np.ndim(o) == 2 else o for o in out)
         _check_out(out, arr)
+
+    def timed(stage: str, run, *args):
+        start = time.perf_counter()
+        result = run(*args)
+        timings[stage] = time.perf_counter() - start
+        return result
+
     # The compiled trainer is built meanwhile, where TensorFlow is loaded. One BLAS thread
     # for the solves: a thread count changes how LAPACK splits its sums, so with it the
     # same seed gives the same model on any machine and in any worker.
     with _trainer_meanwhile(arr.shape, config), threadpool_limits(limits=1, user_api="blas"):
-        _emit(config, "prepare", 0, 1, message="stretching and downscaling")
-        prep = prepare(arr, mask, config)
-        _emit(config, "prepare", 1, 1, message="stretching and downscaling")
-        data, stretch, factor = prep.data, prep.stretch, prep.factor
-        working, weights, usable = prep.working, prep.weights, prep.usable
-        n_usable = int(usable.sum())
-        timings["prepare"] = time.perf_counter() - t0
+        emit(config, "prepare", 0, 1, message="stretching and downscaling")
+        prep = timed("prepare", prepare, arr, mask, config)
+        emit(config, "prepare", 1, 1, message="stretching and downscaling")
+        emit(config, "protect", 0, 1, message="finding objects")
+        protection = timed("protect", find_objects, prep, config)
+        emit(config, "protect", 1, 1, message="finding objects")
+        init = timed("initial", initial_solve, prep, protection, config)
+        from .optimize import descend
 
-        # --- objects, then the fit ---------------------------------------------------
-        t1 = time.perf_counter()
-        long_side = float(max(h, w))
-        hw_, ww_ = working.shape[:2]
-        extent = (h / long_side, w / long_side)
-        iy, ix = np.mgrid[0:hw_, 0:ww_]
-        q_all = np.stack([(iy + 0.5) * factor / long_side, (ix + 0.5) * factor / long_side],
-                         axis=-1).reshape(-1, 2)
-        linear = stretch.unstretch(working)       # normalised linear units, NaN where no data
-        protected = np.zeros((hw_, ww_), dtype=bool)
-        found = None
-        info: dict[str, Any] = {}
-        if config.protect:
-            _emit(config, "protect", 0, 1, message="finding objects")
-            found = object_mask(linear, np.isfinite(working).all(axis=-1), weights, q_all, extent,
-                                n_final=config.n_control_points, seed_sigma=config.protect_sigma,
-                                grow=config.protect_grow, order=config.order)
-            left = weights * ~found.flags[..., None]
-            n_left = int((left.max(axis=-1) > 0).sum())
-            if n_left >= max(MIN_SKY_SHARE * n_usable, 3 * (config.n_control_points + 3)):
-                protected = found.flags & usable
-                weights = left
-            else:
-                info["protection_skipped"] = "objects would leave too little sky"
-            info["regions_returned_to_sky"] = found.cleared
-            _emit(config, "protect", 1, 1, message="finding objects")
-        timings["protect"] = time.perf_counter() - t1
+        fit = timed("fit", descend, prep, protection, init, config)
 
-        from .optimize import fit_spline
-
-        t1 = time.perf_counter()
-        rng = np.random.default_rng(config.seed)
-        points = initial_points(config.n_control_points, extent, config.initializer, rng).astype(np.float64)
-        wt = weights.reshape(-1, n_chan)
-        y_lin = np.nan_to_num(linear).reshape(-1, n_chan)
-        ceiling = _ceiling(linear, protected, q_all, found.noise) if protected.any() else None
-        if config.init_solve == "lstsq":
-            sel = wt.max(axis=1) > 0
-            init = robust_fit(points, q_all[sel], y_lin[sel], wt[sel], config.order,
-                              smoothing=config.smoothing, two_sided=config.protect, ceiling=ceiling)
-        else:
-            vals = initial_values(working, weights, points, float(max(hw_, ww_)))
-            w_, v_ = solve(points, stretch.unstretch(vals), config.order, config.regularization)
-            init = SplineParams(points, w_, v_, config.order)
-
-        def on_block(done: int, loss: float) -> None:
-            _emit(config, "fit", done, config.epochs, loss, "fit")
-
-        y_st = np.nan_to_num(working).reshape(-1, n_chan)
-        bound = cap = None
-        if ceiling is not None:
-            bound = np.zeros_like(y_st)
-            cap = np.zeros_like(y_st)
-            under = (protected & np.isfinite(working).all(axis=-1)).reshape(-1)
-            bound[under] = extended_mtf(ceiling[1].astype(np.float32), stretch.midtones.astype(np.float32))
-            cap[under] = 1.0
-        _emit(config, "fit", 0, config.epochs, message="fit")
-        fit = fit_spline(q_all, y_st, wt, stretch.midtones, init,
-                         alpha=config.alpha, learning_rate=config.learning_rate, epochs=config.epochs,
-                         bound=bound, cap=cap, on_block=on_block)
-        params = fit.params
-        history = fit.loss_history
-        if fit.epochs_run < config.epochs:   # stopped early (plateau or settled): stage complete
-            _emit(config, "fit", config.epochs, config.epochs, fit.best_loss,
-                  f"converged at epoch {fit.epochs_run}")
-        timings["fit"] = time.perf_counter() - t1
-
-    # --- full resolution ---------------------------------------------------------------
-    t2 = time.perf_counter()
-    model = BackgroundModel(params, stretch, (h, w))
-    background = model.evaluate(
-        (h, w), on_chunk=lambda k, n: _emit(config, "evaluate", k, n, message="full resolution"),
-        out=None if out is None else out[0])
-    timings["evaluate"] = time.perf_counter() - t2
-
-    t3 = time.perf_counter()
-    # The sky level of the model; a regular subsample is exact enough for a smooth model.
-    sub = max(1, max(h, w) // 512)
-    level = sky_level(background[::sub, ::sub])
-    corrected = np.empty_like(background) if out is None else out[1]
-    if config.correction == "divide":
-        # Checked on the whole model first: a chunk failing half-way would leave an
-        # image corrected in place half done.
-        require_positive(background)
-    top_row = np.tile(stretch.maximum.astype(np.float32), w)   # one row of per-channel maxima
-    top_min = np.float32(stretch.maximum.min())
-    below = above = 0
-    # Chunks of 2 MB (256 KB to 8 MB measured: all slower): each chunk's passes (correct,
-    # restore zeros, count) then run in cache and the image's memory is crossed about once.
-    rows = max(1, (2 << 20) // max(1, background[0].nbytes))
-    n_chunks = -(-h // rows)
-    _emit(config, "correct", 0, n_chunks, message="correction")
-    for k, start in enumerate(range(0, h, rows)):
-        part = slice(start, start + rows)
-        done = correct(data[part], background[part], config, level=level, out=corrected[part])
-        # Counted only where the chunk's minimum or maximum says there is something to
-        # count (two reductions instead of two comparisons and counts: the correction went
-        # from 3.9 to 2.7 copies of the frame). A NaN minimum or maximum means counting.
-        # NaN compares False; an infinite input stays infinite and is not a valid pixel.
-        flat = done.reshape(done.shape[0], -1)
-        lowest, highest = done.min(), done.max()
-        low = 0 if lowest >= 0 else int(np.count_nonzero(flat < 0))
-        high = 0 if highest <= top_min else int(np.count_nonzero(flat > top_row))
-        if low and not np.isfinite(lowest):
-            low -= int(np.count_nonzero(np.isneginf(done)))
-        if high:
-            high -= int(np.count_nonzero(np.isposinf(done)))
-        below, above = below + low, above + high
-        if (k + 1) % 16 == 0 or k + 1 == n_chunks:
-            _emit(config, "correct", k + 1, n_chunks, message="correction")
-    out_of_range = {"below": below, "above": above}
-    timings["correct"] = time.perf_counter() - t3
+    model = BackgroundModel(fit.params, prep.stretch, (h, w))
+    background = timed("evaluate", lambda: model.evaluate(
+        (h, w), on_chunk=lambda k, n: emit(config, "evaluate", k, n, message="full resolution"),
+        out=None if out is None else out[0]))
+    corrected, level, out_of_range = timed(
+        "correct", correct_image, prep.data, background, config, prep.stretch.maximum,
+        None if out is None else out[1])
     timings["total"] = time.perf_counter() - t0
-
-    cp = params.centers.astype(np.float64) * long_side - 0.5
-    control_points = np.stack([cp[:, 1], cp[:, 0]], axis=1)
-    _emit(config, "done", 1, 1, message="done")
+    emit(config, "done", 1, 1, message="done")
 
     def shaped(a: np.ndarray) -> np.ndarray:
         return a[..., 0] if squeeze else a
 
+    cp = fit.params.centers.astype(np.float64) * max(h, w) - 0.5
     return BackgroundResult(
         background=shaped(background), corrected=shaped(corrected),
-        working_image=shaped(working), working_mask=shaped(weights), protected=protected,
-        control_points=control_points, loss_history=history, epochs_run=fit.epochs_run,
-        timings=timings, out_of_range=out_of_range, config=config, model=model,
-        downscaling_factor=factor, sky_level=level,
-        info={"jit_compiled": fit.jit_compiled, "valid_working_pixels": n_usable,
-              "protected_pixels": int(protected.sum()), **info},
+        working_image=shaped(prep.working), working_mask=shaped(protection.weights),
+        protected=protection.protected, control_points=np.stack([cp[:, 1], cp[:, 0]], axis=1),
+        loss_history=fit.loss_history, epochs_run=fit.epochs_run, timings=timings,
+        out_of_range=out_of_range, config=config, model=model, downscaling_factor=prep.factor,
+        sky_level=level, protected_fraction=protection.fraction,
+        info={"jit_compiled": fit.jit_compiled, "valid_working_pixels": int(prep.usable.sum()),
+              "protected_pixels": int(protection.protected.sum()), **protection.info},
     )

@@ -74,14 +74,59 @@ def working_factor(shape: tuple[int, ...], config: Config) -> int:
 
 @dataclass
 class Prepared:
-    """The working image and what it was made from (see :func:`prepare`)."""
+    """The working image and what it was made from (see :func:`prepare`).
 
-    data: np.ndarray       # (H, W, C) float32 input (the caller's array when already float32)
+    Attributes
+    ----------
+    data : ndarray (H, W, C) float32
+        The input (the caller's array when it is float32 already).
+    stretch : Stretch
+        The per-channel stretch fitted to it.
+    factor : int
+        The downscaling factor.
+    working : ndarray (h, w, C)
+        Stretched, downscaled image; NaN where no data.
+    weights : ndarray (h, w, C)
+        Loss weights in [0, 1] (thresholds and the user's mask).
+    usable : ndarray (h, w) bool
+        Pixels with a non-zero weight in some channel.
+    """
+
+    data: np.ndarray
     stretch: Stretch
     factor: int
-    working: np.ndarray    # (h, w, C) stretched, downscaled; NaN where no data
-    weights: np.ndarray    # (h, w, C) loss weights in [0, 1]
-    usable: np.ndarray     # (h, w) bool: pixels with a non-zero weight in some channel
+    working: np.ndarray
+    weights: np.ndarray
+    usable: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) of the full-resolution image."""
+        return self.data.shape[:2]
+
+    @property
+    def extent(self) -> tuple[float, float]:
+        """Height and width of the image in normalised units (the long side is 1)."""
+        h, w = self.shape
+        return h / max(h, w), w / max(h, w)
+
+    @property
+    def valid(self) -> np.ndarray:
+        """(h, w) bool: working pixels with data in every channel."""
+        return np.isfinite(self.working).all(axis=-1)
+
+    @property
+    def linear(self) -> np.ndarray:
+        """The working image in normalised linear units (NaN where no data)."""
+        return self.stretch.unstretch(self.working)
+
+    @property
+    def query(self) -> np.ndarray:
+        """(h * w, 2) normalised (y, x) coordinates of the working pixels, row-major."""
+        hw, ww = self.working.shape[:2]
+        unit = self.factor / float(max(self.shape))
+        iy, ix = np.mgrid[0:hw, 0:ww]
+        return np.stack([(iy + 0.5) * unit, (ix + 0.5) * unit], axis=-1).reshape(-1, 2)
 
 
 def prepare(image: Any, mask: Any = None, config: Config | None = None) -> Prepared:
