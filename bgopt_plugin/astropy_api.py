@@ -30,7 +30,7 @@ from .core import (
     document_options,
     fit_background,
 )
-from .io.provenance import history_line, keywords
+from .io.provenance import history_line, result_keywords
 
 __all__ = ["subtract", "model", "fit", "CCDFit"]
 
@@ -144,7 +144,7 @@ def _log(meta: Any, config: Config, result: BackgroundResult, add_keyword: Any) 
         return meta
     meta = copy.deepcopy(meta) if meta is not None else {}
     line = history_line(config, result.downscaling_factor)
-    cards = keywords(config, result.downscaling_factor, result.epochs_run)
+    cards = result_keywords(result)
     if isinstance(add_keyword, str):
         cards = [(add_keyword, line[:60], "")] + cards
     if isinstance(meta, fits.Header):

@@ -333,11 +333,10 @@ def record_history(siril, result) -> None:
     headless; so the one-line summary goes in as a COMMENT card of the same string (an
     ``update_key -comment`` command of its own cost ~0.2 s more).
     """
-    from bgopt_plugin.io.provenance import history_line, keywords
+    from bgopt_plugin.io.provenance import history_line, result_keywords
 
     hdr = loaded_header(siril)
-    for key, value, comment in keywords(result.config, result.downscaling_factor,
-                                        result.epochs_run):
+    for key, value, comment in result_keywords(result):
         hdr[key] = (value, comment)
     hdr.add_comment(history_line(result.config, result.downscaling_factor))
     siril.set_image_metadata_from_header_string(hdr.tostring(sep="\n", endcard=False,
@@ -393,7 +392,7 @@ def write_model(path: str, siril, result, overwrite: bool = False) -> None:
     Written to a temporary file and renamed; an existing file is kept unless ``overwrite``.
     """
     from bgopt_plugin.io import Image, write_image
-    from bgopt_plugin.io.provenance import MODEL_KIND, history_line, keywords
+    from bgopt_plugin.io.provenance import MODEL_KIND, history_line, result_keywords
 
     try:
         header = loaded_header(siril)
@@ -401,7 +400,7 @@ def write_model(path: str, siril, result, overwrite: bool = False) -> None:
         header = None
     background = result.background if result.background.ndim == 3 else result.background[..., None]
     image = Image(background, "fits", meta={"header": header})
-    cards = keywords(result.config, result.downscaling_factor, result.epochs_run) + [MODEL_KIND]
+    cards = result_keywords(result) + [MODEL_KIND]
     write_image(path, image, cards=cards, overwrite=overwrite,
                 history=history_line(result.config, result.downscaling_factor))
 
@@ -470,7 +469,7 @@ def summary(result, clipped: int, seconds: float | None = None) -> str:
     extra = f"; {clipped} values clipped to [0, 1]" if clipped else ""
     whole = "" if seconds is None else f", with Siril's transfers {seconds:.1f}s"
     return (f"{SCRIPT_NAME}: background removed ({result.epochs_run} epochs, factor "
-            f"{result.downscaling_factor}, {result.info['protected_pixels']} protected px, "
+            f"{result.downscaling_factor}, {100 * result.protected_fraction:.0f}% protected, "
             f"fit {t['fit']:.1f}s, total {t['total']:.1f}s{whole}{extra})")
 
 
@@ -545,7 +544,7 @@ def make_window(siril):
         QWidget,
     )
 
-    from bgopt_plugin.core import PARAMETERS, Config, prepare
+    from bgopt_plugin.core import PARAMETERS, Config, find_objects, prepare
     from bgopt_plugin.frontend.plots import mask_overlay
 
     class Signals(QObject):
@@ -558,6 +557,7 @@ def make_window(siril):
             self.signals = Signals()
             self.signals.finished.connect(self._done)
             self.result = None
+            self.protected_fraction = None   # of the last preview
             form = QFormLayout()
             self.widgets = {p.name: make_widget(p) for p in PARAMETERS}
             for p in PARAMETERS:
@@ -590,18 +590,22 @@ def make_window(siril):
         def show_preview(self):
             try:
                 image, _ = to_engine(siril.get_image_pixeldata())
-                prep = prepare(image, None, self.config())
+                config = self.config()
+                prep = prepare(image, None, config)
+                protection = find_objects(prep, config)
             except Exception as exc:  # noqa: BLE001
                 self._error(exc)
                 return
-            rgb = mask_overlay(prep.working, prep.weights)
+            self.protected_fraction = protection.fraction
+            rgb = mask_overlay(prep.working, prep.weights, protection.protected)
             rgb = np.ascontiguousarray((rgb[::-1] * 255).astype(np.uint8))
             h, w = rgb.shape[:2]
             qimg = QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
             self.preview.setPixmap(QPixmap.fromImage(qimg).scaledToWidth(min(480, 3 * w)))
             masked = int((prep.weights.max(-1) == 0).sum())
             siril.log(f"{SCRIPT_NAME}: preview - red = masked ({masked} of "
-                      f"{prep.usable.size} working pixels, factor {prep.factor})")
+                      f"{prep.usable.size} working pixels, factor {prep.factor}), cyan = "
+                      f"protected objects ({100 * protection.fraction:.0f}% of the sky)")
 
         def apply(self):
             try:

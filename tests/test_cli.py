@@ -119,22 +119,47 @@ def test_16_bit_input_records_its_normalisation(tmp_path):
     assert abs(level * 65535 - np.median(planes)) < 0.05 * np.median(planes)
 
 
-def test_preview_writes_png_only(tmp_path):
-    src = _write_fits(tmp_path / "p.fits", _sky())
-    assert main([str(src), "-o", str(tmp_path), "-p", "-dq", "0.9", "-tM", "0.8", "-q"]) == 0
-    png = tmp_path / "p_preview.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def _tints(png) -> tuple[int, int, tuple[int, int]]:
+    """Pixels of a PNG tinted as masked (red) and as protected (cyan), and its size."""
+    from matplotlib.image import imread
+
+    rgb = imread(png)[..., :3].astype(np.float64)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    red = (r > g + 0.15) & (r > b + 0.15)
+    cyan = (g > r + 0.15) & (b > r + 0.15)
+    return int(red.sum()), int(cyan.sum()), rgb.shape[:2]
+
+
+def test_preview_shows_the_mask_and_the_protected_objects(tmp_path, capsys):
+    # A galaxy on a gradient, with -tM masking the galaxy's core: the preview shows the
+    # masked core in red and the protected object around it in cyan, and says how much.
+    src = _write_fits(tmp_path / "p.fits", make_scene("galaxy").image)
+    assert main([str(src), "-o", str(tmp_path), "-p", "-tM", "0.9"]) == 0
+    line = capsys.readouterr().out
+    assert "% protected" in line and " 0% protected" not in line
+    red, cyan, size = _tints(tmp_path / "p_preview.png")
+    assert size[0] >= 400 and size[1] >= 400
+    assert red > 50 and cyan > 200, (red, cyan)
     assert not list(tmp_path.glob("*_bg*"))
+    # No threshold, no protection: neither tint.
+    assert main([str(src), "-o", str(tmp_path), "-p", "--no-protect", "--overwrite", "-q"]) == 0
+    red, cyan, _ = _tints(tmp_path / "p_preview.png")
+    assert red == 0 and cyan == 0
 
 
 def test_plots_and_verbose_stats(tmp_path, capsys):
-    src = _write_fits(tmp_path / "v.fits", _sky())
+    src = _write_fits(tmp_path / "v.fits", make_scene("galaxy").image)
     assert main([str(src), "-o", str(tmp_path), "--plots", "-v", "-e", "60", "--seed", "1"]) == 0
     out = capsys.readouterr().out
     for label in ("Original", "Delinearized", "Downscaled", "Bg (linear)", "Corrected"):
         assert label in out
     for name in ("v_bgSubtracted_before_after.png", "v_bgModel.png", "v_bgSubtracted_loss.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+    # the mask plot: the protected galaxy in cyan; the header records its share
+    red, cyan, _ = _tints(tmp_path / "v_bgSubtracted_mask.png")
+    assert cyan > 200 and red == 0
+    share = fits.getheader(tmp_path / "v_bgSubtracted.fits")["BGO_PFRC"]
+    assert 0.02 < share < 0.6 and f"{round(100 * share)}% protected" in out
 
 
 def test_statistics_only_computed_when_verbose(tmp_path, capsys, monkeypatch):

@@ -23,6 +23,7 @@ from .._version import __version__
 from ..core import (
     ParameterError,
     ProgressEvent,
+    find_objects,
     fit_background,
     load_optimizer_during,
     missing_pixels,
@@ -32,7 +33,7 @@ from ..frontend.options import add_engine_options, config_from_args, option_name
 from ..frontend.progress import TqdmProgress
 from ..io.atomic import remove_stale_parts
 from ..io.layout import reusable
-from ..io.provenance import MODEL_KIND, history_line, keywords
+from ..io.provenance import MODEL_KIND, history_line, result_keywords
 from .batch import Job, is_own_output, plan_batch
 
 __all__ = ["main", "build_parser", "run"]
@@ -236,15 +237,18 @@ def _process(job: Job, args, rep: _Reporter) -> None:
         from ..frontend import plots
 
         prep = prepare(image.data, mask, config)
+        protection = find_objects(prep, config)
         rep.detail(lambda: _stats("Delinearized", prep.stretch.forward(
             np.where(missing_pixels(prep.data), np.float32(np.nan), prep.data))))
         rep.detail(lambda: _stats("Downscaled", prep.working))
         target = job.targets["preview"]
         with bio.OutputSet(args.overwrite) as out:
-            plots.plot_preview(out.reserve(target), prep.working, prep.weights)
+            plots.plot_preview(out.reserve(target), prep.working, prep.weights,
+                               protection.protected if config.protect else None)
             out.commit()
         rep.info(f"{job.src} -> {target} (preview, factor {prep.factor}, "
-                 f"{int(prep.usable.sum())}/{prep.usable.size} working pixels used)")
+                 f"{int(prep.usable.sum())}/{prep.usable.size} working pixels used, "
+                 f"{100 * protection.fraction:.0f}% protected)")
         return
     res = fit_background(image.data, mask, config, out=(
         _buffer("model", image.shape), image.data if in_place else _buffer("corrected", image.shape)))
@@ -255,7 +259,7 @@ def _process(job: Job, args, rep: _Reporter) -> None:
         rep.detail(lambda: _stats("Downscaled", res.working_image))
         rep.detail(lambda: _stats("Bg (linear)", res.background))
         rep.detail(lambda: _stats("Corrected", res.corrected))
-    cards = keywords(res.config, res.downscaling_factor, res.epochs_run, image.scale)
+    cards = result_keywords(res, image.scale)
     hist = history_line(res.config, res.downscaling_factor)
     codec = args.codec or ("lz4hc" if args.compress else None)
     t1 = time.perf_counter()
@@ -273,6 +277,8 @@ def _process(job: Job, args, rep: _Reporter) -> None:
             plots.plot_before_after(out.reserve(targets["before_after"]), image.data, res.corrected)
             plots.plot_model(out.reserve(targets["model_png"]), res.background, res.control_points)
             plots.plot_loss(out.reserve(targets["loss"]), res.loss_history)
+            plots.plot_preview(out.reserve(targets["mask_png"]), res.working_image, res.working_mask,
+                               res.protected)
         out.commit()
     t_write = time.perf_counter() - t1
     oor = res.out_of_range
@@ -281,7 +287,7 @@ def _process(job: Job, args, rep: _Reporter) -> None:
         notes.append(f"{oor['below']} px below 0, {oor['above']} above the input max")
     total = time.perf_counter() - t0
     rep.info(f"{job.src} -> {targets['corrected']} (factor {res.downscaling_factor}, "
-             f"{res.epochs_run} epochs, "
+             f"{res.epochs_run} epochs, {100 * res.protected_fraction:.0f}% protected, "
              f"read {t_read:.1f}s fit {res.timings['fit']:.1f}s eval {res.timings['evaluate']:.1f}s "
              f"write {t_write:.1f}s total {total:.1f}s"
              + (f"; {'; '.join(notes)}" if notes else "") + ")")

@@ -20,7 +20,7 @@ __all__ = ["Job", "Plan", "expand", "output_paths", "job_targets", "plan_batch",
 
 #: What bgopt appends to a file's stem for each output.
 OUTPUT_SUFFIXES = ("_bgSubtracted", "_bgModel", "_preview")
-_OWN = re.compile(r"_(bgSubtracted|bgModel)(_before_after|_loss)?$")
+_OWN = re.compile(r"_(bgSubtracted|bgModel)(_before_after|_loss|_mask)?$")
 
 
 def is_own_output(name: str) -> bool:
@@ -76,7 +76,7 @@ def job_targets(src: Path, out_dir: Path, fmt: str = "same", *, model: bool = Tr
     Examples
     --------
     >>> sorted(job_targets(Path("a.fits"), Path("o"), plots=True))
-    ['before_after', 'corrected', 'loss', 'model', 'model_png']
+    ['before_after', 'corrected', 'loss', 'mask_png', 'model', 'model_png']
     >>> job_targets(Path("a.fits"), Path("o"), preview=True)["preview"].name
     'a_preview.png'
     """
@@ -91,6 +91,7 @@ def job_targets(src: Path, out_dir: Path, fmt: str = "same", *, model: bool = Tr
         targets["before_after"] = out_dir / f"{c_stem}_before_after.png"
         targets["model_png"] = out_dir / f"{m_stem}.png"
         targets["loss"] = out_dir / f"{c_stem}_loss.png"
+        targets["mask_png"] = out_dir / f"{c_stem}_mask.png"
     return targets
 
 

@@ -7,6 +7,7 @@ from here only, and only the names in ``__all__``. The stages are modules of the
 ``parameters``            the one parameter table and the frozen :class:`Config`
 ``prepare``               validate, stretch (``stretch``), downscale and mask (``sampling``)
 ``protect``               find objects before the fit
+``initial``               the robust numpy solve the descent starts from
 ``spline``                polyharmonic spline, solves, robust initial fit (numpy)
 ``optimize``              gradient-descent fit (the only TensorFlow module)
 ``model``                 the fitted model and the result
@@ -32,13 +33,15 @@ from .parameters import (
 )
 from .pipeline import fit_background
 from .prepare import Prepared, prepare
+from .protect import Protection, find_objects
 from .robust import robust_sigma
 from .sampling import missing_pixels
 from .stretch import mtf
 
 __all__ = [
     "Config", "Parameter", "PARAMETERS", "ParameterError", "ProgressEvent", "parameter",
-    "fit_background", "prepare", "Prepared", "load_optimizer", "load_optimizer_during",
+    "fit_background", "prepare", "Prepared", "find_objects", "Protection",
+    "load_optimizer", "load_optimizer_during",
     "BackgroundModel", "BackgroundResult", "evaluation_step",
     "correct", "correction_factor", "sky_level", "missing_pixels",
     "robust_sigma", "mtf", "document_options",

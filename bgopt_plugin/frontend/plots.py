@@ -98,13 +98,19 @@ def plot_loss(path: str | Path, loss_history: list[float]) -> Path:
     return _save(plt, fig, path)
 
 
-def plot_preview(path: str | Path, working: np.ndarray, weights: np.ndarray) -> Path:
-    """Delinearized downscaled image, its mask (masked pixels in red) and histogram."""
+def plot_preview(path: str | Path, working: np.ndarray, weights: np.ndarray,
+                 protected: np.ndarray | None = None) -> Path:
+    """Delinearized downscaled image, its mask (masked pixels in red, protected objects in
+    cyan) and histogram."""
     plt = _plt()
     work = working if working.ndim == 3 else working[..., None]
     wts = weights if weights.ndim == 3 else weights[..., None]
     fig, axes = plt.subplots(2, 1, figsize=(9, 9), gridspec_kw={"height_ratios": [3, 1]})
-    _show(axes[0], mask_overlay(work, wts), "delinearized working image (red = masked)")
+    title = "delinearized working image (red = masked"
+    if protected is not None:   # the share of the pixels the fit could use, as elsewhere
+        usable = (wts.max(axis=-1) > 0) | protected
+        title += f", cyan = protected objects: {100 * protected.sum() / max(1, usable.sum()):.0f} %"
+    _show(axes[0], mask_overlay(work, wts, protected), title + ")")
     colours = ["red", "green", "blue"] if work.shape[-1] == 3 else ["black"]
     for c, col in enumerate(colours):
         v = work[..., c][np.isfinite(work[..., c])]
@@ -113,15 +119,24 @@ def plot_preview(path: str | Path, working: np.ndarray, weights: np.ndarray) -> 
     return _save(plt, fig, path)
 
 
-def mask_overlay(working: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """The stretched working image as RGB in [0, 1], masked pixels tinted red.
+#: Tints of the overlay: masked by thresholds or the user's mask, protected objects.
+MASKED_TINT = (0.5, 0.0, 0.0)
+PROTECTED_TINT = (0.0, 0.4, 0.5)
+
+
+def mask_overlay(working: np.ndarray, weights: np.ndarray,
+                 protected: np.ndarray | None = None) -> np.ndarray:
+    """The stretched working image as RGB in [0, 1]: masked pixels tinted red,
+    protected objects cyan.
 
     Parameters
     ----------
     working : ndarray (h, w) or (h, w, C)
         Stretched working image (NaN where there is no data).
     weights : ndarray, same shape
-        Loss weights; a pixel with weight 0 in every channel is masked.
+        Loss weights before protection; a pixel with weight 0 in every channel is masked.
+    protected : ndarray (h, w) bool, optional
+        Pixels object protection leaves out of the fit.
 
     Returns
     -------
@@ -133,11 +148,18 @@ def mask_overlay(working: np.ndarray, weights: np.ndarray) -> np.ndarray:
     >>> rgb = mask_overlay(np.full((2, 2), 0.4), np.array([[1.0, 0.0], [1.0, 1.0]]))
     >>> rgb[0, 0].tolist(), rgb[0, 1].tolist()
     ([0.4, 0.4, 0.4], [0.7, 0.2, 0.2])
+    >>> rgb = mask_overlay(np.full((1, 2), 0.4), np.array([[0.0, 0.0]]), np.array([[True, False]]))
+    >>> rgb[0, 0].tolist(), rgb[0, 1].tolist()
+    ([0.2, 0.6000000000000001, 0.7], [0.7, 0.2, 0.2])
     """
     work = working if working.ndim == 3 else working[..., None]
     wts = weights if weights.ndim == 3 else weights[..., None]
     shown = np.nan_to_num(np.asarray(work, dtype=np.float64))
     rgb = np.repeat(shown, 3, -1) if shown.shape[-1] == 1 else shown.copy()
     masked = wts.max(axis=-1) == 0
-    rgb[masked] = 0.5 * rgb[masked] + np.array([0.5, 0.0, 0.0])
+    if protected is not None:   # weights with protection applied are 0 there too
+        protected = np.asarray(protected, bool)
+        masked &= ~protected
+        rgb[protected] = 0.5 * rgb[protected] + np.array(PROTECTED_TINT)
+    rgb[masked] = 0.5 * rgb[masked] + np.array(MASKED_TINT)
     return np.clip(rgb, 0.0, 1.0)

@@ -7,18 +7,22 @@ parameter is recorded without an edit here.
 from __future__ import annotations
 
 from .._version import __version__
-from ..core import PARAMETERS, Config
+from ..core import PARAMETERS, BackgroundResult, Config
 
-__all__ = ["keywords", "history_line", "NORM_KEY", "MODEL_KIND"]
+__all__ = ["keywords", "result_keywords", "history_line", "NORM_KEY", "PROTECTED_KEY",
+           "MODEL_KIND"]
 
 #: Keyword recording the factor integer input samples were divided by (65535 for 16-bit).
 NORM_KEY = "BGO_NORM"
+#: Keyword recording the share of the working pixels object protection left out of the fit.
+PROTECTED_KEY = "BGO_PFRC"
 #: Card marking a file as bgopt's background model.
 MODEL_KIND = ("BGO_KIND", "model", "this file is the bgopt background model")
 
 
 def keywords(config: Config, factor: int | None = None, epochs_run: int | None = None,
-             input_scale: float = 1.0) -> list[tuple[str, object, str]]:
+             input_scale: float = 1.0, protected: float | None = None,
+             ) -> list[tuple[str, object, str]]:
     """(keyword, value, comment) triples recording the version and every parameter.
 
     Parameters
@@ -31,6 +35,8 @@ def keywords(config: Config, factor: int | None = None, epochs_run: int | None =
     input_scale : float
         What integer input samples were divided by when read; recorded as ``BGO_NORM``
         when it is not 1 (the output is then in [0, 1] units, not in the input's ADU).
+    protected : float, optional
+        Share of the working pixels object protection left out (``BGO_PFRC``).
 
     Examples
     --------
@@ -48,6 +54,8 @@ def keywords(config: Config, factor: int | None = None, epochs_run: int | None =
             out.append((p.fits_key, params[p.name], p.fits_comment))
     if epochs_run is not None:
         out.append(("BGO_RUN", int(epochs_run), "epochs run"))
+    if protected is not None:
+        out.append((PROTECTED_KEY, round(float(protected), 4), "share of working pixels protected"))
     if input_scale != 1.0:
         out.append((NORM_KEY, float(input_scale), "integer input was divided by this"))
     return out
@@ -69,3 +77,9 @@ def history_line(config: Config, factor: int | None = None) -> str:
             f"O={config.order} dx={dx} dq={config.delinearization_quantile} "
             f"prot={'y' if config.protect else 'n'}")
     return line[:70]
+
+
+def result_keywords(result: BackgroundResult, input_scale: float = 1.0) -> list[tuple[str, object, str]]:
+    """:func:`keywords` for a fit: its config, factor, epochs and protected share."""
+    return keywords(result.config, result.downscaling_factor, result.epochs_run, input_scale,
+                    result.protected_fraction)
