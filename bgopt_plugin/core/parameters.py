@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 __all__ = ["Config", "Parameter", "PARAMETERS", "PARAMETER_HELP", "ParameterError",
            "ProgressEvent", "emit", "parameter", "document_options"]
@@ -150,20 +153,21 @@ class Parameter:
         if isinstance(value, str) and value in self.choices:
             return value
         if self.kind is bool:
-            if not isinstance(value, bool):
+            if not isinstance(value, (bool, np.bool_)):
                 raise ParameterError(self.name, f"must be True or False, got {value!r}")
-            return value
-        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            return bool(value)
+        # numpy scalars count as numbers (np.float32(0.8), np.int64(32)); booleans do not.
+        is_number = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
         if self.kind is str or not is_number:
             raise ParameterError(self.name, f"must be {self.describe()}, got {value!r}")
-        if self.kind is int and not isinstance(value, int):
+        if self.kind is int and not isinstance(value, numbers.Integral):
             raise ParameterError(self.name, f"must be {self.describe()}, got {value!r}")
         if not math.isfinite(value):
             raise ParameterError(self.name, f"must be a finite number, got {value!r}")
         too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
         if too_low or (self.high is not None and value > self.high):
             raise ParameterError(self.name, f"must be {self.describe()}, got {value!r}")
-        return float(value) if self.kind is float else value
+        return float(value) if self.kind is float else int(value)
 
     def doc_entry(self) -> str:
         """The numpydoc ``Parameters`` entry."""

@@ -123,8 +123,9 @@ class Protection:
     protected : ndarray (h, w) bool
         Usable working pixels left out of the fit.
     bright : ndarray (h, w) bool
-        The protected pixels of objects brighter than the sky: the sky may not be
-        brighter than the image there (the fit's ceiling).
+        Pixels of objects brighter than the sky, protected or left out by the user's
+        threshold or mask: the sky may not be brighter than the image there (the fit's
+        ceiling).
     weights : ndarray (h, w, C)
         The loss weights with the protected pixels at 0.
     noise : ndarray (C,) or None
@@ -173,7 +174,8 @@ def find_objects(prep: Prepared, config: Config) -> Protection:
         info["protection_skipped"] = "objects would leave too little sky"
         return Protection(none, none, prep.weights, found.noise, info)
     fraction = float(flags.sum()) / max(1, int(prep.usable.sum()))
-    return Protection(flags, found.bright & flags, left, found.noise, info, fraction)
+    # The ceiling holds under every bright object pixel, those a threshold masked included.
+    return Protection(flags, found.bright & prep.valid, left, found.noise, info, fraction)
 
 
 def smooth_valid(z: np.ndarray, valid: np.ndarray, scale: float, truncate: float = 3.0) -> np.ndarray:
@@ -442,7 +444,7 @@ def object_mask(linear: np.ndarray, valid: np.ndarray, weights: np.ndarray, quer
             if region.sum() < CHECK_MIN_AREA * valid.sum() or not (
                     ndimage.binary_dilation(region) & border).any():
                 continue
-            if (region & user).any() or not _peaks_at_border(region, sign * smooth_r, to_border):
+            if not _peaks_at_border(region, sign * smooth_r, to_border):
                 continue
             excess = sign * float((z - without)[region].mean())
             small = float(np.quantile(sign * smooth_r[region], 0.95)) < BORDER_EXCESS * span

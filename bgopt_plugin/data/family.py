@@ -292,7 +292,7 @@ def _dust(f: _Frame, rng, glow: float, n_chan: int) -> tuple[np.ndarray, np.ndar
 
 # ------------------------------------------------------------------------- the draw
 def draw_sky(seed: int, *, shape: tuple[int, int] | None = None, content: str | None = None,
-             colour: bool | None = None) -> SkyDraw:
+             colour: bool | None = None, noise_scale: float = 1.0) -> SkyDraw:
     """Draw one sky of the family.
 
     Parameters
@@ -306,6 +306,10 @@ def draw_sky(seed: int, *, shape: tuple[int, int] | None = None, content: str | 
         One of :data:`CONTENTS` instead of the drawn one (the rest of the draw is kept).
     colour : bool, optional
         RGB (True) or mono (False) instead of the drawn one.
+    noise_scale : float
+        Multiplies the pixel noise: drawn at k times the size with ``noise_scale=k``, the
+        working image (a block median over k times longer blocks) has about the same
+        signal-to-noise ratio, so the same sky is as hard at every size.
 
     Returns
     -------
@@ -326,8 +330,8 @@ def draw_sky(seed: int, *, shape: tuple[int, int] | None = None, content: str | 
     n_chan = 3 if (drawn_colour if colour is None else colour) else 1
     f = _Frame(shape)
     sky = rng.uniform(0.02, 0.1)
-    read_noise = _loguniform(rng, 0.0005, 0.004)
-    gain = _loguniform(rng, 2000, 20000)
+    read_noise = _loguniform(rng, 0.0005, 0.004) * noise_scale
+    gain = _loguniform(rng, 2000, 20000) / noise_scale**2
     bg, kinds, ground, vignetting = _background(f, rng, n_chan, sky)
     p2p = float(np.ptp(bg.mean(axis=-1)))
     pixels = np.random.default_rng([seed, 1])          # noise and stars: per size
