@@ -281,7 +281,7 @@ def _fit(z: np.ndarray, fitted: np.ndarray, query: np.ndarray, centers: np.ndarr
 
 def _outskirts(flags: np.ndarray, z: np.ndarray, usable: np.ndarray, valid: np.ndarray,
                query: np.ndarray, centers: np.ndarray, order: int) -> np.ndarray:
-    """Grow every region ring by ring (one working pixel each) into its faint outskirts.
+    """Grow every large region ring by ring (one working pixel each) into its faint outskirts.
 
     The sky is refitted without the regions; a ring joins its region while its mean
     excess over that sky is significant (:data:`RING_SIGMA` standard errors) and above
@@ -300,8 +300,11 @@ def _outskirts(flags: np.ndarray, z: np.ndarray, usable: np.ndarray, valid: np.n
         labels, n = ndimage.label(flags)
         distance, (iy, ix) = ndimage.distance_transform_edt(~flags, return_indices=True)
         owner, ring = labels[iy, ix], np.ceil(distance).astype(int)
+        sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, n + 1))
         added = np.zeros_like(flags)
         for i in range(1, n + 1):
+            if sizes[i - 1] < CHECK_MIN_AREA * n_valid:
+                continue   # a star or a small galaxy: its outskirts hardly move the fit
             mine = (owner == i) & sky
             for k in range(1, RING_MAX + 1):
                 band = mine & (ring == k)
