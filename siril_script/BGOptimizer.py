@@ -357,13 +357,14 @@ def process(siril, config, save_model: str | None = None, overwrite: bool = Fals
     """
     import sirilpy
 
-    from bgopt_plugin.core import fit_background, load_optimizer_during
+    from bgopt_plugin.core import fit_background
+    from bgopt_plugin.frontend.process import import_tensorflow_during
 
     if not siril.is_image_loaded():
         raise sirilpy.NoImageError("no image loaded: open a linear image first")
     # Siril hands the pixels over through its socket and shared memory while TensorFlow
     # is imported; with it loaded, the fit also builds its compiled trainer during prepare.
-    pixels = (load_optimizer_during(siril.get_image_pixeldata) if config.epochs > 0
+    pixels = (import_tensorflow_during(siril.get_image_pixeldata) if config.epochs > 0
               else siril.get_image_pixeldata())
     image, info = to_engine(pixels)
     # Our own copies, reused: the image is corrected in place and the result goes back
@@ -665,6 +666,9 @@ def main(argv: list[str] | None = None) -> int:
     headless = siril.is_cli() or bool(argv)
     try:
         prepare_engine(siril, gui=not headless)
+        from bgopt_plugin.frontend.process import own_process
+
+        own_process()   # the script owns Siril's Python process: quiet TensorFlow, one thread
     except Exception as exc:  # noqa: BLE001 - dependency install or import failure
         text = f"{SCRIPT_NAME}: {exc}" if isinstance(exc, SetupError) else (
             f"{SCRIPT_NAME}: could not install or import its dependencies: {exc}")

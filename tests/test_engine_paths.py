@@ -136,11 +136,12 @@ def test_one_xla_program_serves_every_block_length(tmp_path):
     import subprocess
     import sys
 
-    from bgopt_plugin.core._tf import _CACHE_SINCE, _tf_version
+    from bgopt_plugin.frontend.process import CACHE_SINCE, _tf_version
 
-    if _tf_version() < _CACHE_SINCE:
+    if _tf_version() < CACHE_SINCE:
         pytest.skip("no persistent XLA cache before TensorFlow 2.21")
     code = ("import bgopt_plugin as b; from bgopt_plugin.data.synthetic import make_scene; "
+            "from bgopt_plugin.frontend.process import own_process; own_process(); "
             "r = b.fit_background(make_scene('dome', shape=(96, 128)).image, seed=1, epochs=60); "
             "print(r.epochs_run)")
     env = dict(os.environ, BGOPT_XLA_CACHE=str(tmp_path), TF_CPP_MIN_LOG_LEVEL="3")
@@ -176,90 +177,6 @@ def test_without_xla_the_epoch_loop_runs_as_a_plain_graph(monkeypatch):
     np.testing.assert_allclose(res.background, with_xla.background, rtol=1e-3)
     graph, xla = (score(scene, r.background, r.corrected)["residual"] for r in (res, with_xla))
     assert abs(graph - xla) < 1e-4
-
-
-def test_tensorflow_import_leaves_keras_and_the_unused_api_out_and_usable():
-    # TensorFlow imports Keras (0.7 s, and matplotlib.pyplot with it) and runs every part
-    # of its public API; bgopt holds Keras back and defers the parts the fit never uses.
-    # A fit runs none of them, and a user's ``import keras``, ``tf.data``, ``dir()`` and
-    # ``import tensorflow.compat.v1`` still work afterwards.
-    import subprocess
-    import sys
-
-    code = ("import sys; from bgopt_plugin.core._tf import tf, _UNUSED_API; T = tf(); "
-            "waiting = lambda: sum('__getattr__' in vars(sys.modules['tensorflow._api.v2.' + n]) "
-            "for n in _UNUSED_API); "
-            "print('keras' in sys.modules, 'matplotlib.pyplot' in sys.modules, waiting()); "
-            "import bgopt_plugin as b; from bgopt_plugin.data.synthetic import make_scene; "
-            "b.fit_background(make_scene('dome', shape=(48, 64)).image, seed=1, epochs=30); "
-            "print('keras' in sys.modules, waiting() == len(_UNUSED_API)); "
-            "import keras; print(tf().keras.optimizers.Adam is keras.optimizers.Adam); "
-            "import tensorflow._api.v2 as api; "
-            "print(int(T.data.Dataset.range(4).reduce(T.constant(0, T.int64), lambda a, x: a + x)), "
-            "'Dataset' in dir(T.data), api.data is T.data, 'SparseTensor' in dir(T.sparse)); "
-            "import tensorflow.compat.v1 as v1; "
-            "print(v1 is T.compat.v1, callable(v1.placeholder), waiting() < len(_UNUSED_API)); "
-            # Loading tf.compat later must not rebind tf.distribute or tf.lite to the
-            # packages on disk of the same names (Keras' optimizers use tf.distribute).
-            "print(callable(T.distribute.get_replica_context), T.lite.__name__ == api.lite.__name__)")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         timeout=300)
-    assert run.returncode == 0, run.stderr
-    from bgopt_plugin.core._tf import _UNUSED_API, deferral_applies
-
-    deferred = deferral_applies()    # other versions import whole
-    assert run.stdout.split() == ["False", "False", str(len(_UNUSED_API) if deferred else 0),
-                                  "False", str(deferred), "True",
-                                  "6", "True", "True", "True", "True", "True", "True",
-                                  "True", "True"]
-
-
-def test_a_deferred_module_runs_once_as_an_import_would(tmp_path):
-    # A deferred part of TensorFlow's API runs at its first use. Like an import: once,
-    # another thread that looks into it meanwhile waits for it, and its own body sees it
-    # partly initialised. A small module of our own stands in for TensorFlow's.
-    import importlib.machinery
-    import sys
-    import threading
-    import time
-
-    from bgopt_plugin.core._tf import _deferred
-
-    runs = tmp_path / "runs.txt"
-    (tmp_path / "slow_api.py").write_text(
-        "import sys, time\n"
-        f"open({str(runs)!r}, 'a').write('x')\n"
-        "try:\n"
-        "    sys.modules[__name__].LATE\n"
-        "    INSIDE = 'complete'\n"
-        "except AttributeError:\n"
-        "    INSIDE = 'partial'\n"
-        "time.sleep(0.3)\n"
-        "LATE = 'done'\n")
-    module = _deferred(importlib.machinery.PathFinder.find_spec("slow_api", [str(tmp_path)]))
-    sys.modules["slow_api"] = module
-    try:
-        assert not runs.exists() and "LATE" not in vars(module)
-        got = []
-
-        def use():
-            try:
-                got.append(module.LATE)
-            except AttributeError as exc:
-                got.append(repr(exc))
-
-        first, second = threading.Thread(target=use), threading.Thread(target=use)
-        first.start()
-        time.sleep(0.05)            # the second looks in while the first runs it
-        second.start()
-        first.join()
-        second.join()
-        assert got == ["done", "done"]
-        assert module.INSIDE == "partial" and runs.read_text() == "x"
-        assert "LATE" in dir(module) and "__getattr__" not in vars(module)
-    finally:
-        del sys.modules["slow_api"]
 
 
 def test_output_buffers_are_filled_and_checked():
@@ -313,7 +230,7 @@ def test_in_place_refuses_overlaps_and_checks_divide_first():
 
 
 def test_xla_cache_keeps_the_most_recent_programs(tmp_path):
-    from bgopt_plugin.core._tf import prune_cache
+    from bgopt_plugin.frontend.process import prune_cache
 
     for k in range(10):
         f = tmp_path / f"xla_compile_cache__{k}__1__XLA_CPU_JIT.pb"

@@ -25,11 +25,11 @@ from ..core import (
     ProgressEvent,
     find_objects,
     fit_background,
-    load_optimizer_during,
     missing_pixels,
     prepare,
 )
 from ..frontend.options import add_engine_options, config_from_args, option_name
+from ..frontend.process import import_tensorflow_during, own_process
 from ..frontend.progress import TqdmProgress
 from ..io.atomic import remove_stale_parts
 from ..io.layout import reusable
@@ -194,13 +194,13 @@ def _read(src: Path, fit_follows: bool, roles: tuple[str, ...]) -> tuple[bio.Ima
 
     When a fit will follow and TensorFlow is not loaded yet (a process's first file),
     the file is read, and the new output buffers (``roles``) touched, while TensorFlow
-    is imported (see :func:`~bgopt_plugin.core.load_optimizer_during`). The read prints
-    nothing, and the only warnings it can raise are astropy's, which the FITS reader
-    ignores.
+    is imported (see :func:`~bgopt_plugin.frontend.process.import_tensorflow_during`).
+    The read prints nothing, and the only warnings it can raise are astropy's, which the
+    FITS reader ignores.
     """
     if not fit_follows or "tensorflow" in sys.modules:
         return _timed_read(src)
-    return load_optimizer_during(functools.partial(_timed_read, src, roles))
+    return import_tensorflow_during(functools.partial(_timed_read, src, roles))
 
 
 def _write_at_once(writes: list[Callable[[], object]]) -> None:
@@ -395,8 +395,14 @@ def _on_sigterm(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``bgopt`` console script."""
+    """Entry point of the ``bgopt`` console script.
+
+    The command owns its process: it sets TensorFlow's quiet logs, its single thread
+    and the XLA cache for it (:func:`~bgopt_plugin.frontend.process.own_process`), also
+    when another program calls this function.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    own_process()
     if argv and argv[0] == "demo":
         return run_demo(argv[1:])
     original = warnings.formatwarning

@@ -2,7 +2,7 @@
 
 Each worker imports TensorFlow once and keeps its compiled training loop for every file
 of the same size; one worker's reading and writing overlaps another's fit. The fit runs
-on one TensorFlow thread in every process (see ``bgopt_plugin.core._tf``), so workers do
+on one TensorFlow thread in every process (see ``bgopt_plugin.frontend.process``), so workers do
 not compete for the cores and ``-j N`` gives the same result as ``-j 1``, bit for bit.
 Workers hold one file each in memory and send their report lines back, so the console
 shows one line per finished file. A file's outputs still appear together or not at all:
@@ -19,6 +19,7 @@ import sys
 import warnings
 from contextlib import contextmanager
 
+from ..frontend.process import own_process
 from .app import Terminated, _process, _Reporter, default_jobs, failure_message, quick_exit
 
 __all__ = ["run_parallel"]
@@ -46,6 +47,7 @@ def _raise_terminated(signum, frame) -> None:
 
 
 def _init_worker() -> None:
+    own_process()
     signal.signal(signal.SIGTERM, _raise_terminated)
     warnings.formatwarning = lambda m, c, *a, **k: f"bgopt: warning: {m}\n"
     warnings.simplefilter("default")

@@ -45,10 +45,8 @@ _MIN_DELTA = 5e-4     # improvement of the (log) loss that counts
 # The model has settled when, over the last _SETTLE_EPOCHS, the best parameters moved it
 # by less than _SETTLE_TOL of its range anywhere on the working pixels. The loss alone
 # keeps creeping down long after (a 6 MP master: the log loss falls by 0.015 from epoch
-# 500 to 1000, the mean error inside it by 1.5 %) while the model no longer changes in a
-# way that matters (residual 0.179 % -> 0.183 %).
-# Tolerances of 1e-3 / 2e-3 / 4e-3: the 6 MP master stops at 626 / 426 / 351 epochs;
-# 2e-3 costs the saddle scene 0.07 points, 1e-3 changes no scene (benchmarks/README.md).
+# 500 to 1000) while the model no longer changes in a way that matters; the tolerances
+# tried are in benchmarks/README.md.
 _SETTLE_TOL = 1e-3
 _SETTLE_EPOCHS = 100
 _PROBES = 1500        # working pixels on which the model's movement is checked
@@ -57,9 +55,8 @@ _PROBES = 1500        # working pixels on which the model's movement is checked
 def load_optimizer() -> bool:
     """Import TensorFlow now rather than at the first fit.
 
-    The import takes about 2 s on the benchmark machine (2 CPU cores), mostly in Python;
-    a host can overlap it with work that releases the GIL, such as reading the first
-    file.
+    The import takes seconds, mostly in Python; a host can overlap it with work that
+    releases the GIL, such as reading the first file (:func:`load_optimizer_during`).
 
     Returns
     -------
@@ -68,13 +65,15 @@ def load_optimizer() -> bool:
 
     Examples
     --------
+    >>> import sys
     >>> from bgopt_plugin.core import load_optimizer
-    >>> load_optimizer() in (True, False)
-    True
+    >>> _ = load_optimizer()
+    >>> "tensorflow" in sys.modules, load_optimizer()
+    (True, False)
     """
     from . import _tf
 
-    loaded = _tf._tf is not None
+    loaded = _tf.loaded()
     tf()
     return not loaded
 
@@ -87,11 +86,8 @@ def load_optimizer_during(task: Callable[[], T]) -> T:
 
     The import is Python that holds the GIL; a task made of a few large calls that
     release it (reading a file, receiving a host's pixels, filling a buffer) runs
-    meanwhile (CLI, 24 MP: the 0.4-0.7 s read hidden behind a 2.0 s import, which took
-    as long). Errors of the task are raised here, after the import. The import
-    silences file descriptor 2 meanwhile (TensorFlow's C++ start-up lines), so the
-    task must not print to stderr; the import stays in this thread, which may be the
-    one that reports errors.
+    meanwhile (the CLI hides a 24 MP read behind the import, benchmarks/README.md).
+    Errors of the task are raised here, after the import, which stays in this thread.
 
     Examples
     --------
@@ -184,55 +180,25 @@ def _first(a) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(a, np.float32).T)
 
 
-class Adam:
-    """Adam (Kingma & Ba 2015), with the update written as Keras 3 writes it.
+def make_adam(variables, learning_rate: float):
+    """Keras' Adam for ``variables``, built now (so its state exists before compiling).
 
-    Keras' optimizer would be the library choice, but TensorFlow imports all of Keras
-    with it: 0.7 s of a 2.9 s import on the benchmark machine (medians: 2.89 s with
-    Keras, 2.20 s without), paid by every command-line run, for about ten lines of
-    arithmetic. The update below is Keras' term for term (same constants, same order
-    of operations), and ``tests/test_optimize.py`` checks it against
-    ``keras.optimizers.Adam``.
-
-    Parameters
-    ----------
-    variables : list of tf.Variable
-        The parameters it updates.
-    learning_rate : float
-        Initial step size; ``learning_rate`` is a variable, so it can be changed between
-        compiled calls.
-    beta_1, beta_2, epsilon : float
-        Decay rates of the first and second moment estimates, and the denominator's floor.
+    Its learning rate is a variable, so it can be changed between compiled calls;
+    :func:`reset_adam` forgets its moments for a fresh start.
     """
+    import keras
 
-    def __init__(self, variables, learning_rate: float, beta_1: float = 0.9,
-                 beta_2: float = 0.999, epsilon: float = 1e-7):
-        t = tf()
-        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
-        self.learning_rate = t.Variable(float(learning_rate), dtype=t.float32)
-        self.iterations = t.Variable(0, dtype=t.int64)
-        self.moments = [t.Variable(t.zeros_like(x)) for x in variables]
-        self.velocities = [t.Variable(t.zeros_like(x)) for x in variables]
+    opt = keras.optimizers.Adam(learning_rate=float(learning_rate))
+    opt.build(variables)
+    return opt
 
-    def apply(self, grads, variables) -> None:
-        """One update of ``variables`` (float32) along ``grads``."""
-        t = tf()
-        step = t.cast(self.iterations + 1, t.float32)
-        alpha = (self.learning_rate * t.sqrt(1 - t.pow(t.constant(self.beta_2), step))
-                 / (1 - t.pow(t.constant(self.beta_1), step)))
-        for g, x, m, v in zip(grads, variables, self.moments, self.velocities):
-            m.assign_add((g - m) * (1 - self.beta_1))
-            v.assign_add((t.square(g) - v) * (1 - self.beta_2))
-            x.assign_sub(m * alpha / (t.sqrt(v) + self.epsilon))
-        self.iterations.assign_add(1)
 
-    def reset(self, learning_rate: float | None = None) -> None:
-        """Forget the moments (a fresh start), optionally with a new learning rate."""
-        for var in (*self.moments, *self.velocities):
-            var.assign(np.zeros(var.shape, np.float32))
-        self.iterations.assign(0)
-        if learning_rate is not None:
-            self.learning_rate.assign(float(learning_rate))
+def reset_adam(opt, learning_rate: float | None = None) -> None:
+    """Forget the moments and the step count of ``opt``; optionally a new learning rate."""
+    rate = float(opt.learning_rate.numpy()) if learning_rate is None else float(learning_rate)
+    for var in opt.variables:
+        var.assign(np.zeros(var.shape, var.dtype))
+    opt.learning_rate.assign(rate)
 
 
 class _Trainer:
@@ -254,7 +220,7 @@ class _Trainer:
         self.vars = [t.Variable(np.asarray(x, np.float32)) for x in (init.centers, init.w, init.v)]
         self.best = [t.Variable(np.asarray(x, np.float32)) for x in (init.centers, init.w, init.v)]
         self.best_loss = t.Variable(np.inf, dtype=t.float32)
-        self.opt = Adam(self.vars, lr)
+        self.opt = make_adam(self.vars, lr)
 
     @property
     def lr(self):
@@ -318,7 +284,7 @@ class _Trainer:
         for x, b, val in zip(self.vars, self.best, (init.centers, init.w, init.v)):
             x.assign(np.asarray(val, np.float32))
             b.assign(np.asarray(val, np.float32))
-        self.opt.reset(lr)
+        reset_adam(self.opt, lr)
         self.best_loss.assign(np.inf)
         if wt is not None:
             self.wt.assign(_first(wt))

@@ -21,7 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from . import _tf
 from .correct import correct_image
@@ -142,10 +141,8 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None, *
         timings[stage] = time.perf_counter() - start
         return result
 
-    # The compiled trainer is built meanwhile, where TensorFlow is loaded. One BLAS thread
-    # for the solves: a thread count changes how LAPACK splits its sums, so with it the
-    # same seed gives the same model on any machine and in any worker.
-    with _trainer_meanwhile(arr.shape, config), threadpool_limits(limits=1, user_api="blas"):
+    # The compiled trainer is built meanwhile, where TensorFlow is loaded.
+    with _trainer_meanwhile(arr.shape, config):
         emit(config, "prepare", 0, 1, message="stretching and downscaling")
         prep = timed("prepare", prepare, arr, mask, config)
         emit(config, "prepare", 1, 1, message="stretching and downscaling")
