@@ -30,7 +30,7 @@ from .core import (
     document_options,
     fit_background,
 )
-from .io.provenance import history_line, result_keywords
+from .io import history_line, result_keywords
 
 __all__ = ["subtract", "model", "fit", "CCDFit"]
 

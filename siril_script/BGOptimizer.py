@@ -265,7 +265,7 @@ def to_engine(pixels: np.ndarray) -> tuple[np.ndarray, dict]:
     if (pixels.ndim == 2 and pixels.dtype == np.float32 and pixels.flags.c_contiguous
             and pixels.flags.writeable):
         # A mono float frame is already channels last, with one channel: a view of our
-        # own copy, no new frame (60 MP: 240 MB whose first writes cost up to 1 s here).
+        # own copy, no new frame (a new one's first writes cost time).
         return pixels[..., None], info
     data, _ = planes_to_channels_last(pixels)
     return data, info
@@ -310,7 +310,7 @@ class SirilProgress:
 
 def undo_message(config) -> str:
     """Undo/HISTORY text, at most 70 characters as Siril allows."""
-    from bgopt_plugin.io.provenance import history_line
+    from bgopt_plugin.io import history_line
 
     return history_line(config)
 
@@ -331,9 +331,9 @@ def record_history(siril, result) -> None:
     Siril 1.4.4 keeps the keywords and COMMENT cards of a header string but drops its
     HISTORY cards, and ``undo_save_state`` (which writes HISTORY in the GUI) does nothing
     headless; so the one-line summary goes in as a COMMENT card of the same string (an
-    ``update_key -comment`` command of its own cost ~0.2 s more).
+    ``update_key -comment`` command of its own is another round trip to Siril).
     """
-    from bgopt_plugin.io.provenance import history_line, result_keywords
+    from bgopt_plugin.io import history_line, result_keywords
 
     hdr = loaded_header(siril)
     for key, value, comment in result_keywords(result):
@@ -368,8 +368,8 @@ def process(siril, config, save_model: str | None = None, overwrite: bool = Fals
               else siril.get_image_pixeldata())
     image, info = to_engine(pixels)
     # Our own copies, reused: the image is corrected in place and the result goes back
-    # into Siril's pixel array (24 MP: two new 288 MB arrays less, whose first writes
-    # cost 0.3-1 s each on the benchmark machine).
+    # into Siril's pixel array (two new full-size arrays less, whose first writes cost
+    # time: benchmarks/README.md).
     try:
         result = fit_background(image, None, config.replace(progress=SirilProgress(siril)),
                                 out=(np.empty_like(image), image))
@@ -392,8 +392,7 @@ def write_model(path: str, siril, result, overwrite: bool = False) -> None:
 
     Written to a temporary file and renamed; an existing file is kept unless ``overwrite``.
     """
-    from bgopt_plugin.io import Image, write_image
-    from bgopt_plugin.io.provenance import MODEL_KIND, history_line, result_keywords
+    from bgopt_plugin.io import MODEL_KIND, Image, history_line, result_keywords, write_image
 
     try:
         header = loaded_header(siril)

@@ -185,9 +185,18 @@ def test_progress_true_and_callable(capsys):
     ccd, _ = _ccd()
     events = []
     bgopt.subtract(ccd, progress=events.append, **FAST)
-    assert events and events[-1].stage == "done"
+    stages = [e.stage for e in events]
+    # every stage in order, the fit's steps counting up to its total, then "done"
+    assert stages[-1] == "done" and stages.index("prepare") < stages.index("protect") \
+        < stages.index("fit") < stages.index("evaluate") < stages.index("correct")
+    fit = [e for e in events if e.stage == "fit"]
+    assert fit[0].step == 0 and fit[-1].step == fit[-1].total == FAST["epochs"]
+    assert all(a.step <= b.step for a, b in zip(fit, fit[1:]))
+    assert all(e.loss is not None for e in fit[1:])
+    assert not capsys.readouterr().err
     bgopt.subtract(ccd, progress=True, **FAST)
-    assert "fit" in capsys.readouterr().err
+    err = capsys.readouterr().err      # a tqdm bar per stage, on standard error
+    assert f"/{FAST['epochs']}" in err and "epoch" in err and "fit" in err
 
 
 def test_ccdproc_image_collection_loop(tmp_path):

@@ -12,7 +12,7 @@ from xisf import XISF
 
 from bgopt_plugin import io as bio
 from bgopt_plugin.cli import main
-from bgopt_plugin.data.synthetic import make_scene
+from bgopt_plugin.data.synthetic import demo_scene, make_scene
 
 FAST = ["-e", "80", "--seed", "1", "-q"]
 
@@ -165,7 +165,7 @@ def test_plots_and_verbose_stats(tmp_path, capsys):
 def test_statistics_only_computed_when_verbose(tmp_path, capsys, monkeypatch):
     # The per-stage statistics cost seconds on a large frame: a normal run must not
     # compute them only to throw the text away.
-    import bgopt_plugin.cli.app as app
+    import bgopt_plugin.cli.job as app
 
     def boom(label, arr):
         raise AssertionError(f"statistics of {label} computed without -v")
@@ -303,7 +303,7 @@ def test_demo_runs(tmp_path):
     assert {"bgopt_demo_master.fits", "bgopt_demo_master_bgSubtracted.fits",
             "bgopt_demo_master_bgModel.fits", "bgopt_demo_master_bgModel.png"} <= names
     # the figures the demo prints, as the README quotes them
-    scores, line = demo.report(demo.make_demo_master(), tmp_path / "demo")
+    scores, line = demo.report(demo_scene(), tmp_path / "demo")
     assert scores["residual"] < 0.015 and scores["flux_kept"] > 0.95, line
     assert "residual" in line and "flux kept" in line
 

@@ -62,3 +62,15 @@ def test_front_end_docstrings_list_every_option():
         assert "<the bgopt options>" not in func.__doc__
         for p in PARAMETERS:
             assert f"- ``{p.name}``: {p.help}" in func.__doc__
+
+
+def test_readme_option_table_is_the_generated_one():
+    from pathlib import Path
+
+    from bgopt_plugin.frontend.options import README_MARKERS, options_table
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start, end = (text.index(m) for m in README_MARKERS)
+    assert text[start + len(README_MARKERS[0]):end].strip() == options_table()
+    for p in PARAMETERS:   # every flag and keyword is in it
+        assert (p.flags or (p.option,))[0] in text[start:end] and p.fits_key in text[start:end]

@@ -139,7 +139,7 @@ def test_numpy_masked_arrays_are_honoured():
 def test_existing_plot_png_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
     src = _fits(tmp_path / "x.fits")
     (tmp_path / "x_bgSubtracted_loss.png").write_bytes(b"mine")
-    import bgopt_plugin.cli.app as engine
+    import bgopt_plugin.cli.job as engine
 
     calls = []
     monkeypatch.setattr(engine, "fit_background", lambda *a, **k: calls.append(1))
@@ -264,7 +264,7 @@ def test_fifos_and_devices_are_refused_without_hanging(tmp_path):
 
 def test_an_unwritable_folder_is_reported_before_any_fit(tmp_path, capsys, monkeypatch):
     src = _fits(tmp_path / "x.fits")
-    import bgopt_plugin.cli.app as engine
+    import bgopt_plugin.cli.job as engine
 
     calls = []
     monkeypatch.setattr(engine, "fit_background", lambda *a, **k: calls.append(1))

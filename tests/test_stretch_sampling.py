@@ -130,13 +130,24 @@ def test_auto_factor_and_threshold():
     np.testing.assert_array_equal(m, [[0, 1, 0, 0]])
 
 
-def test_initial_points_inside_extent():
+def test_initial_points_cover_the_extent():
+    # Inside the image, distinct, and spread over all of it: every quarter of a 1:2
+    # frame holds some of the 30 points (30 points at one spot would fail).
     rng = np.random.default_rng(0)
     for how in ("random", "grid"):
         pts = initial_points(30, (0.5, 1.0), how, rng)
         assert pts.shape == (30, 2)
         assert (pts[:, 0] >= 0).all() and (pts[:, 0] <= 0.5).all()
         assert (pts[:, 1] >= 0).all() and (pts[:, 1] <= 1.0).all()
+        assert len({tuple(np.round(p, 6)) for p in pts}) == 30
+        for top in (True, False):
+            for left in (True, False):
+                rows = (pts[:, 0] < 0.25) if top else (pts[:, 0] >= 0.25)
+                cols = (pts[:, 1] < 0.5) if left else (pts[:, 1] >= 0.5)
+                assert (rows & cols).sum() >= 3, (how, top, left)
+    grid = initial_points(32, (0.5, 1.0), "grid", rng)
+    steps = np.diff(np.unique(np.round(grid[:, 1], 6)))
+    assert np.allclose(steps, steps[0])      # a regular grid along the long side
 
 
 @pytest.mark.parametrize("bad", [

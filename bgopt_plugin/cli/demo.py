@@ -11,37 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["make_demo_master", "parse_args", "write_sample", "report"]
+__all__ = ["parse_args", "write_sample", "report"]
 
 DEMO_NAME = "bgopt_demo_master.fits"
-
-
-def make_demo_master(shape: tuple[int, int] = (600, 900), seed: int = 7):
-    """A linear RGB master: a strong colour gradient, stars and a nebula.
-
-    Returns
-    -------
-    bgopt_plugin.data.synthetic.Scene
-        The image with its true background and nebula signal.
-    """
-    from ..data.synthetic import Scene, _blob, _grid, add_stars
-
-    rng = np.random.default_rng(seed)
-    h, w = shape
-    y, x = _grid(shape)
-    hh = h / max(h, w)
-    dome = np.exp(-((x - 0.15) ** 2 + (y - hh - 0.15) ** 2) / 0.35)
-    tilt = 0.3 * x
-    background = np.stack([0.05 * dome + 0.010 * tilt, 0.032 * dome + 0.008 * tilt,
-                           0.012 * dome + 0.012 * tilt], axis=-1) + 0.04
-    neb = 0.08 * _blob(y, x, 0.36, 0.62, 0.06, 0.13, 0.5)
-    nebula = np.stack([neb, 0.35 * neb, 0.5 * neb], axis=-1)
-    stars = add_stars(shape, rng, density=5e-4)[..., None] * np.array([1.0, 0.95, 0.9])
-    clean = background + nebula + stars
-    noise = rng.normal(size=clean.shape) * np.sqrt(clean / 20000 + 0.0008**2)
-    image = np.clip(clean + noise, 1e-5, 1.0).astype(np.float32)
-    return Scene("bgopt demo", image, background.astype(np.float32), np.ones(shape, bool),
-                 nebula.astype(np.float32), neb < 1e-4 * neb.max())
 
 
 def _write_master(path: Path, image: np.ndarray) -> None:
@@ -70,8 +42,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def write_sample(directory: Path):
     """Write the sample master into ``directory``; return its path and its Scene."""
+    from ..data.synthetic import demo_scene
+
     directory.mkdir(parents=True, exist_ok=True)
-    scene = make_demo_master()
+    scene = demo_scene()
     src = directory / DEMO_NAME
     _write_master(src, scene.image)
     return src, scene

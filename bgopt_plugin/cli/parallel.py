@@ -20,12 +20,12 @@ import warnings
 from contextlib import contextmanager
 
 from ..frontend.process import own_process
-from .app import Terminated, _process, _Reporter, default_jobs, failure_message, quick_exit
+from .job import Reporter, Terminated, default_jobs, failure_message, process_job, quick_exit
 
 __all__ = ["run_parallel"]
 
 
-class _Buffered(_Reporter):
+class _Buffered(Reporter):
     """A worker's reporter: lines are kept for the parent, progress bars are off."""
 
     def __init__(self, quiet: bool, verbose: bool):
@@ -52,7 +52,7 @@ def _init_worker() -> None:
     warnings.formatwarning = lambda m, c, *a, **k: f"bgopt: warning: {m}\n"
     warnings.simplefilter("default")
     # A worker's results are all delivered (outputs renamed) before it exits: skip
-    # TensorFlow's ~0.9 s teardown (see cli.app.quick_exit). atexit runs before it.
+    # TensorFlow's teardown (see cli.job.quick_exit). atexit runs before it.
     atexit.register(_exit_fast)
 
 
@@ -66,7 +66,7 @@ def _work(item):
     job, args = item
     rep = _Buffered(args.quiet, args.verbose)
     try:
-        _process(job, args, rep)
+        process_job(job, args, rep)
         return str(job.src), rep.lines, False, False
     except (ValueError, OSError) as exc:
         rep.error(failure_message(job, exc))
@@ -79,9 +79,9 @@ def _work(item):
 def _blas_threads(n: int):
     """Give each worker its share of BLAS threads (spawned children read the environment).
 
-    OpenBLAS threads busy-wait: two workers with a full set each ran a 4-file batch in
-    24 s against 13 s for one process; with their share, in 9 s. BLAS sums did not depend
-    on the thread count in the -j 1 / -j N comparison (tests/test_parallel.py).
+    OpenBLAS threads busy-wait: two workers with a full set each were slower than one
+    process (benchmarks/README.md). Each worker then pins one BLAS thread for the solves
+    (frontend.process), so -j 1 and -j N give the same models (tests/test_parallel.py).
     """
     names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
     saved = {k: os.environ.get(k) for k in names}
@@ -97,7 +97,7 @@ def _blas_threads(n: int):
                 os.environ[k] = v
 
 
-def run_parallel(jobs, args, rep: _Reporter, workers: int) -> list[str]:
+def run_parallel(jobs, args, rep: Reporter, workers: int) -> list[str]:
     """Run ``jobs`` on ``workers`` processes; report as files finish; return the failures.
 
     KeyboardInterrupt and :class:`Terminated` are raised again once every worker has

@@ -169,9 +169,7 @@ def loss_terms(model, y, wt, alpha: float, bound=None, cap=None):
     overshoot = t.reduce_mean(abs_r - r)
     negative = t.reduce_mean(t.abs(model) - model)
     if cap is not None:
-        # tf.nn.relu's op, from raw_ops: tf.nn's API module pulls in TensorFlow's legacy
-        # Keras (0.4-0.5 s of the import), and bgopt defers it (see ``_tf``).
-        overshoot = overshoot + 2.0 * t.reduce_mean(cap * t.raw_ops.Relu(features=model - bound))
+        overshoot = overshoot + 2.0 * t.reduce_mean(cap * t.nn.relu(model - bound))
     return t.math.log(LOSS_FLOOR + err + colour + alpha * (overshoot + negative))
 
 
@@ -248,13 +246,11 @@ class _Trainer:
     def _run(self, n_steps):
         # Up to _BLOCK epochs in one call. One compiled program serves every block length:
         # the loss array has a fixed size, and the loop is a while on a run-time count (a
-        # loop over tf.range(n_steps) made XLA compile one program per length, 0.7 s each
-        # on a cold cache, 0.16 s from the persistent one). On CPU the whole loop under
-        # XLA runs at 0.73 ms/epoch (RGB) on the default ~6 100 working pixels, against
-        # 2.7 ms for a graph loop around an XLA-compiled step (benchmarks/README.md).
-        # The loop is a tf.while_loop traced without AutoGraph: AutoGraph's rewriting of
-        # this module's functions took 0.65 s of a process's first fit (first fit of a
-        # 256x384 frame 1.72 -> 1.05 s, medians of 3; the same model bit for bit).
+        # loop over tf.range(n_steps) made XLA compile one program per length). On CPU
+        # the whole loop under XLA is several times faster than a graph loop around an
+        # XLA-compiled step. The loop is a tf.while_loop traced without AutoGraph, whose
+        # rewriting of this module's functions was a large part of a process's first fit
+        # (benchmarks/README.md has the figures; the same model bit for bit).
         t = tf()
 
         def body(i, losses):
@@ -339,8 +335,8 @@ def make_trainer(q, y, wt, midtones, init: SplineParams, *, alpha: float,
 def build_trainer(n_pixels: int, n_chan: int, n_points: int, order: int, alpha: float) -> bool:
     """Build and compile the trainer for a problem of this size ahead of its fit.
 
-    Tracing and compiling the epoch loop (or loading it from the persistent cache) takes
-    0.4 s of a process's first fit on the benchmark machine; it needs only the sizes, so
+    Tracing and compiling the epoch loop (or loading it from the persistent cache) is a
+    large part of a process's first fit; it needs only the sizes, so
     :func:`~bgopt_plugin.core.fit_background` runs it in a thread while its numpy stages
     prepare the samples. A fit of that size then finds the trainer cached.
 

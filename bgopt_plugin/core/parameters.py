@@ -15,9 +15,11 @@ import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+
+from .sampling import AUTO_LONG_SIDE
 
 __all__ = ["Config", "Parameter", "PARAMETERS", "PARAMETER_HELP", "ParameterError",
            "ProgressEvent", "emit", "parameter", "document_options"]
@@ -189,7 +191,7 @@ class Parameter:
 #: bgoptimizer (-dx -df -dq -N -O -tm -tM -i -e -a -lr).
 PARAMETERS: tuple[Parameter, ...] = (
     Parameter("downscaling_factor", "auto", int, low=1, choices=("auto",), gui_max=128,
-              help="block size for the working image, or 'auto' (long side near 96 px)",
+              help=f"block size for the working image, or 'auto' (long side near {AUTO_LONG_SIDE} px)",
               doc="The working image is the input reduced by this block size.",
               flags=("-dx", "--downscaling-factor"), fits_key="BGO_DX",
               fits_comment="downscaling factor", label="Downscaling factor"),
@@ -383,9 +385,19 @@ bgopt_plugin.core.parameters.ParameterError: order must be an integer in [1, 4],
 3
 """
 
+def _annotation(p: Parameter) -> Any:
+    """The field type of a parameter: its kind, its words, None when optional."""
+    if p.kind is str:
+        return Literal[p.choices]
+    kind: Any = p.kind
+    if p.choices:
+        kind = kind | Literal[p.choices]
+    return kind | None if p.optional else kind
+
+
 Config = dataclasses.make_dataclass(
     "Config",
-    [(p.name, Any, field(default=p.default)) for p in PARAMETERS]
+    [(p.name, _annotation(p), field(default=p.default)) for p in PARAMETERS]
     + [("progress", Callable[[ProgressEvent], Any] | None,
         field(default=None, repr=False, compare=False))],
     frozen=True,

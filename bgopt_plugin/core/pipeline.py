@@ -14,11 +14,12 @@ Host-agnostic: front ends convert their layouts to channels-last arrays and call
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -31,6 +32,8 @@ from .prepare import as_channels_last, prepare, unmask, working_factor
 from .protect import find_objects
 
 __all__ = ["fit_background"]
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -56,9 +59,13 @@ def _trainer_meanwhile(shape: tuple[int, int, int], config: Config) -> Iterator[
         yield
 
 
-def _check_out(out, arr: np.ndarray) -> None:
-    """``out`` is two float32 C-contiguous (H, W, C) arrays; the background may not
-    overlap the image, the corrected array may only be the image itself."""
+def _check_out(out, arr: np.ndarray, squeeze: bool):
+    """``out`` as two float32 C-contiguous (H, W, C) arrays, or None; the background may
+    not overlap the image, the corrected array may only be the image itself."""
+    if out is None:
+        return None
+    if squeeze:   # a 2-D image may come with 2-D outputs
+        out = tuple(o[..., None] if np.ndim(o) == 2 else o for o in out)
     if (len(out) != 2 or any(
             np.shape(o) != arr.shape or getattr(o, "dtype", None) != np.float32
             or not o.flags.c_contiguous or not o.flags.writeable for o in out)):
@@ -70,6 +77,7 @@ def _check_out(out, arr: np.ndarray) -> None:
             or (np.shares_memory(corrected, arr) and not same)):
         raise ValueError("out: the background array overlaps the image or the corrected "
                          "array, or the corrected array overlaps the image without being it")
+    return out
 
 
 @document_options
@@ -126,47 +134,30 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None, *
     if options:
         config = Config.from_options(**{**config.to_dict(), "progress": config.progress, **options})
     t0 = time.perf_counter()
-    timings: dict[str, float] = {}
     image, mask = unmask(image, mask)
     arr, squeeze = as_channels_last(image)
     h, w, _ = arr.shape
-    if out is not None:
-        if squeeze:   # a 2-D image may come with 2-D outputs
-            out = tuple(o[..., None] if np.ndim(o) == 2 else o for o in out)
-        _check_out(out, arr)
-
-    def timed(stage: str, run, *args):
-        start = time.perf_counter()
-        result = run(*args)
-        timings[stage] = time.perf_counter() - start
-        return result
-
+    out = _check_out(out, arr, squeeze)
+    timings: dict[str, float] = {}
+    stage = functools.partial(_run_stage, config, timings)
     # The compiled trainer is built meanwhile, where TensorFlow is loaded.
     with _trainer_meanwhile(arr.shape, config):
-        emit(config, "prepare", 0, 1, message="stretching and downscaling")
-        prep = timed("prepare", prepare, arr, mask, config)
-        emit(config, "prepare", 1, 1, message="stretching and downscaling")
-        emit(config, "protect", 0, 1, message="finding objects")
-        protection = timed("protect", find_objects, prep, config)
-        emit(config, "protect", 1, 1, message="finding objects")
-        init = timed("initial", initial_solve, prep, protection, config)
+        prep = stage("prepare", "stretching and downscaling", prepare, arr, mask, config)
+        protection = stage("protect", "finding objects", find_objects, prep, config)
+        init = stage("initial", None, initial_solve, prep, protection, config)
         from .optimize import descend
 
-        fit = timed("fit", descend, prep, protection, init, config)
-
+        fit = stage("fit", None, descend, prep, protection, init, config)
     model = BackgroundModel(fit.params, prep.stretch, (h, w))
-    background = timed("evaluate", lambda: model.evaluate(
+    background = stage("evaluate", None, lambda: model.evaluate(
         (h, w), on_chunk=lambda k, n: emit(config, "evaluate", k, n, message="full resolution"),
         out=None if out is None else out[0]))
-    corrected, level, out_of_range = timed(
-        "correct", correct_image, prep.data, background, config, prep.stretch.maximum,
+    corrected, level, out_of_range = stage(
+        "correct", None, correct_image, prep.data, background, config, prep.stretch.maximum,
         None if out is None else out[1])
     timings["total"] = time.perf_counter() - t0
     emit(config, "done", 1, 1, message="done")
-
-    def shaped(a: np.ndarray) -> np.ndarray:
-        return a[..., 0] if squeeze else a
-
+    shaped = (lambda a: a[..., 0]) if squeeze else (lambda a: a)
     cp = fit.params.centers.astype(np.float64) * max(h, w) - 0.5
     return BackgroundResult(
         background=shaped(background), corrected=shaped(corrected),
@@ -178,3 +169,17 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None, *
         info={"jit_compiled": fit.jit_compiled, "valid_working_pixels": int(prep.usable.sum()),
               "protected_pixels": int(protection.protected.sum()), **protection.info},
     )
+
+
+def _run_stage(config: Config, timings: dict[str, float], name: str, message: str | None,
+               run: Callable[..., T], *args: Any) -> T:
+    """Run one stage, timed; stages without a progress of their own get a start and an
+    end event named ``message``."""
+    start = time.perf_counter()
+    if message:
+        emit(config, name, 0, 1, message=message)
+    result = run(*args)
+    if message:
+        emit(config, name, 1, 1, message=message)
+    timings[name] = time.perf_counter() - start
+    return result

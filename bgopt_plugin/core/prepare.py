@@ -166,12 +166,10 @@ def prepare(image: Any, mask: Any = None, config: Config | None = None) -> Prepa
         # monotonic, so this equals the median of the stretched block exactly when the
         # block holds an odd number of valid pixels. For an even number (the default
         # factors are often even) the median averages the two middle values and the two
-        # differ: measured on two real and two synthetic frames, by a median 1e-6 to
-        # 4e-5 and a 99th percentile 2e-4 to 4e-3 in stretched units (worst single
-        # pixel 0.12, at a star edge), far below the working image's noise
-        # (benchmarks/README.md).
-        # The stretch's minimum and maximum come from the downscale's strips (24 MP: a
-        # separate pass took 0.16 s).
+        # differ, far below the working image's noise (measured on real and synthetic
+        # frames: benchmarks/README.md).
+        # The stretch's minimum and maximum come from the downscale's strips (a pass of
+        # their own over the frame cost more).
         value_range = np.empty((2, n_chan))
         small = downscale(data, factor, "median", value_range=value_range)
         stretch = Stretch.fit(data, config.delinearization_quantile, value_range)

@@ -371,8 +371,8 @@ def _final_cells(n_final: int, extent: tuple[float, float]) -> int:
 
 
 def object_mask(linear: np.ndarray, valid: np.ndarray, weights: np.ndarray, query: np.ndarray,
-                extent: tuple[float, float], *, n_final: int, seed_sigma: float = 5.0, grow: int = 2,
-                order: int = 2) -> ObjectMask:
+                extent: tuple[float, float], *, n_final: int, seed_sigma: float, grow: int,
+                order: int) -> ObjectMask:
     """Flag the working pixels that belong to objects rather than to the sky.
 
     Parameters

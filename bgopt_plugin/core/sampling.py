@@ -115,11 +115,10 @@ def _median(blocks: np.ndarray) -> np.ndarray:
     meaningless value: see :func:`_nan_median`).
 
     ``np.median`` partitions at both middle elements and at the last one (its NaN
-    check): about 9 x this on 62 x 62 blocks. Same values: for an even count the mean
+    check): several times this on large blocks. Same values: for an even count the mean
     of the two middle ones, the lower being the largest of the left part. ``blocks`` (a
     temporary of the caller's) is partitioned where it is: a partitioned copy lands on
-    fresh pages, and their first touch made the partition 2-3 x slower (one 6 MP strip
-    1.26 -> 0.56 ms).
+    fresh pages, whose first touch made the partition several times slower.
     """
     n = blocks.shape[-1]
     k = n // 2

@@ -260,8 +260,7 @@ def robust_fit(centers: np.ndarray, query: np.ndarray, values: np.ndarray, weigh
     cen = np.asarray(centers, np.float64)
     rw = wt.copy()
     # The kernels at the pixels (and at the ceiling's points) are made once, for every
-    # solve and residual of the rounds (they were made twice a round: protection and the
-    # initial fit of a 6 MP master spent 0.1 s of 0.25 s on them).
+    # solve and residual of the rounds.
     design = _design(cen, query, order)
     d_all, y_all, capped = design, y, None
     if ceiling is not None:
@@ -330,9 +329,8 @@ def evaluate_grid(params: SplineParams, rows: np.ndarray, cols: np.ndarray, unit
 
     On a grid the squared distances are separable, ``dy^2 + dx^2``, so each row chunk
     costs one addition before the kernel. Chunks are sized so their two temporaries
-    (about ``budget_bytes``) stay in cache and are reused from chunk to chunk: the 24 MP
-    model's 178 x 265 coarse grid takes 10 ms, against 30 ms with full pairwise distances
-    in one 64 MB chunk.
+    (about ``budget_bytes``) stay in cache and are reused from chunk to chunk (three times
+    faster than full pairwise distances in one large chunk: benchmarks/README.md).
 
     Returns
     -------

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Scene", "SCENES", "make_scene", "residual_score", "flux_kept", "model_flatness",
-           "add_stars", "score"]
+__all__ = ["Scene", "SCENES", "make_scene", "demo_scene", "residual_score", "flux_kept",
+           "model_flatness", "add_stars", "score"]
 
 _SHAPE = (256, 384)
 
@@ -406,6 +406,33 @@ def scene_vignetting(shape=_SHAPE, seed=14):
     gal = 0.1 * np.exp(-np.sqrt((x - 0.62) ** 2 + ((y - 0.28) / 0.6) ** 2) / 0.02)
     return _finish("vignetting (correction=divide)", np.zeros(shape), gal, rng,
                    options={"correction": "divide"}, sky_level=0.08, gain_map=vign)
+
+
+def demo_scene(shape: tuple[int, int] = (600, 900), seed: int = 7) -> Scene:
+    """The ``bgopt demo`` master: a linear RGB frame with a strong colour gradient,
+    stars and a nebula.
+
+    Returns
+    -------
+    Scene
+        The image with its true background and nebula signal.
+    """
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    y, x = _grid(shape)
+    hh = h / max(h, w)
+    dome = np.exp(-((x - 0.15) ** 2 + (y - hh - 0.15) ** 2) / 0.35)
+    tilt = 0.3 * x
+    background = np.stack([0.05 * dome + 0.010 * tilt, 0.032 * dome + 0.008 * tilt,
+                           0.012 * dome + 0.012 * tilt], axis=-1) + 0.04
+    neb = 0.08 * _blob(y, x, 0.36, 0.62, 0.06, 0.13, 0.5)
+    nebula = np.stack([neb, 0.35 * neb, 0.5 * neb], axis=-1)
+    stars = add_stars(shape, rng, density=5e-4)[..., None] * np.array([1.0, 0.95, 0.9])
+    clean = background + nebula + stars
+    noise = rng.normal(size=clean.shape) * np.sqrt(clean / 20000 + 0.0008**2)
+    image = np.clip(clean + noise, 1e-5, 1.0).astype(np.float32)
+    return Scene("bgopt demo", image, background.astype(np.float32), np.ones(shape, bool),
+                 nebula.astype(np.float32), neb < 1e-4 * neb.max())
 
 
 #: Scene factories by name: ``factory(shape=(256, 384), seed=...) -> Scene``.

@@ -11,15 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import OutputSet, check_output_dir, check_regular_file
+from .atomic import OutputSet, check_output_dir, check_regular_file, remove_stale_parts
 from .fits import FITS_EXTENSIONS, read_fits, write_fits
 from .image import Image, ImageIOError
-from .layout import channels_last_to_planes, planes_to_channels_last
+from .layout import channels_last_to_planes, planes_to_channels_last, reusable
+from .provenance import MODEL_KIND, history_line, keywords, result_keywords
 from .xisf import XISF_EXTENSIONS, read_xisf, write_xisf
 
 __all__ = ["Image", "ImageIOError", "read_image", "write_image", "format_of", "SUPPORTED",
-           "OutputSet", "check_output_dir", "check_regular_file", "planes_to_channels_last",
-           "channels_last_to_planes"]
+           "OutputSet", "check_output_dir", "check_regular_file", "remove_stale_parts",
+           "planes_to_channels_last", "channels_last_to_planes", "reusable",
+           "keywords", "result_keywords", "history_line", "MODEL_KIND"]
 
 SUPPORTED = FITS_EXTENSIONS + XISF_EXTENSIONS
 

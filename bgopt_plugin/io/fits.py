@@ -146,9 +146,9 @@ def _stream(path: Path, header: fits.Header, pixels: np.ndarray, rows: int = 256
     """Write the primary HDU plane by plane, a block of rows at a time (no full copy).
 
     Each block is gathered from the channels-last pixels straight into a big-endian
-    buffer, FITS's byte order, so astropy writes it without another conversion (24 MP:
-    0.66 s against 0.98 s with a native-order block, and 0.95 s for astropy writing the
-    whole planar array).
+    buffer, FITS's byte order, so astropy writes it without another conversion (faster
+    than a native-order block or astropy writing the whole planar array:
+    benchmarks/README.md).
     """
     out = fits.StreamingHDU(path, header)
     try:

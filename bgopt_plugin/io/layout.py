@@ -67,9 +67,8 @@ def planes_to_channels_last(planes: np.ndarray, out: np.ndarray | None = None) -
     scale = integer_scale(raw.dtype)
     data = reusable(out, raw.shape[1:] + (raw.shape[0],))
     # One call per plane, not row blocks: the CLI reads its first file in a thread while
-    # TensorFlow is imported, and there every numpy call waits for the GIL. 24 MP read
-    # and buffer fill under the import: done at 0.5-1.8 s in three calls, at 3.2-3.7 s
-    # (after the 2.4-2.9 s import) in ~550 row-block calls.
+    # TensorFlow is imported, and there every numpy call waits for the GIL (hundreds of
+    # row-block calls finished only after the import: benchmarks/README.md).
     for k in range(raw.shape[0]):
         data[..., k] = raw[k]
         if scale != 1.0:
@@ -121,8 +120,8 @@ def channels_last_to_planes(data: np.ndarray, ndim: int, dtype: np.dtype = np.fl
     target = reusable(out, (n_planes, h, w) if ndim == 3 else (h, w), dtype)
     planes = target.reshape(n_planes, h, w)
     # Row blocks of ~1 MB: each is gathered from the channels-last data, checked and
-    # clipped while it is in cache, and written once into the planes (Siril, 24 MP: 1.9 s
-    # for the whole-array version, which made five full-size temporaries).
+    # clipped while it is in cache, and written once into the planes (the whole-array
+    # version made five full-size temporaries).
     rows = max(1, (1 << 20) // (4 * w))
     block = np.empty((rows, w), np.float32) if integer else None
     full_scale = np.float32(integer_scale(dtype))
