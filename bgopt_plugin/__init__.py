@@ -10,10 +10,6 @@ three hosts:
   (``subtract``, ``model``, ``fit`` on CCDData) and ``siril_script/BGOptimizer.py``.
 """
 
-from __future__ import annotations
-
-from typing import Any
-
 from ._version import __version__
 from .core import (
     PARAMETERS,
@@ -43,10 +39,15 @@ __all__ = [
 _ASTROPY_API = ("subtract", "model", "fit", "CCDFit")
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str):
     # The astropy host is imported on first use so that the core stays light.
     if name in _ASTROPY_API:
         from . import astropy_api
 
         return getattr(astropy_api, name)
     raise AttributeError(f"module 'bgopt_plugin' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The public API, the lazily loaded astropy functions included (tab completion)."""
+    return sorted({*__all__, "core", "io"})

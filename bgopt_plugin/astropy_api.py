@@ -7,6 +7,9 @@ done is logged to ``meta``.
 
 Unlike photutils' Background2D, the mask of the input (``ccd.mask``, True = bad) IS
 honoured: masked pixels do not enter the fit, and the mask is carried to the output.
+float64 data (what ``ccdproc.combine`` returns) stay float64: the fit runs in float32,
+and its smooth model is exact enough for that, but the correction keeps the data's
+precision.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from .core import (
     document_options,
     fit_background,
 )
-from .io import history_line, result_keywords
+from .io import as_channels_last, as_planes, history_line, history_lines, result_keywords
 
 __all__ = ["subtract", "model", "fit", "CCDFit"]
 
@@ -44,7 +47,8 @@ def _unpack(data: Any, unit: Any = None) -> CCDData:
             raise u.UnitsError(f"unit={given} does not match the data's unit {src_unit}")
         unit_ = src_unit or given
         if unit_ is None:
-            warnings.warn("data have no unit; assuming dimensionless", AstropyUserWarning, stacklevel=3)
+            warnings.warn("bgopt: the data have no unit; assuming dimensionless", AstropyUserWarning,
+                          stacklevel=1)
             unit_ = u.dimensionless_unscaled
         arr = np.asarray(data.data)
         mask = data.mask
@@ -65,32 +69,22 @@ def _unpack(data: Any, unit: Any = None) -> CCDData:
         arr = np.asarray(data)
         if arr.dtype.kind not in "fiu":
             raise TypeError(f"expected numeric data, got dtype {arr.dtype}")
-        if given is None:
-            warnings.warn("no unit given; assuming dimensionless", AstropyUserWarning, stacklevel=3)
+        if given is None:   # attributed to bgopt (stacklevel 1), which makes the assumption
+            warnings.warn("bgopt: no unit given; assuming dimensionless", AstropyUserWarning,
+                          stacklevel=1)
         return CCDData(arr, unit=given or u.dimensionless_unscaled, copy=False)
     raise TypeError(f"expected CCDData, NDData, Quantity or ndarray, got {type(data).__name__}")
 
 
 def _to_engine(arr: np.ndarray) -> np.ndarray:
-    """(H, W) stays, (C, H, W) becomes (H, W, C)."""
-    if arr.ndim == 2:
-        return arr
-    if arr.ndim == 3 and arr.shape[0] in (1, 3):
-        return np.moveaxis(arr, 0, -1)
-    raise ValueError(f"data must be (H, W) or (C, H, W) with C in (1, 3), got shape {arr.shape}")
+    """(H, W) stays, (C, H, W) becomes (H, W, C) (a view: io's layout)."""
+    engine = as_channels_last(arr)
+    return engine[..., 0] if arr.ndim == 2 else engine
 
 
 def _from_engine(arr: np.ndarray, like: np.ndarray) -> np.ndarray:
     """Back to the data layout: (H, W) or (H, W, 1) -> (H, W); (H, W, C) -> (C, H, W)."""
-    if like.ndim == 2:
-        return arr[..., 0] if arr.ndim == 3 else arr
-    return np.ascontiguousarray(np.moveaxis(arr, -1, 0))
-
-
-def _channels_last(arr: np.ndarray) -> np.ndarray:
-    """Data layout to the engine's 3-D channels-last layout."""
-    arr = _to_engine(arr)
-    return arr[..., None] if arr.ndim == 2 else arr
+    return np.ascontiguousarray(as_planes(arr, like.ndim))
 
 
 def _bad_mask(ccd: CCDData, extra: Any) -> np.ndarray | None:
@@ -144,13 +138,17 @@ def _log(meta: Any, config: Config, result: BackgroundResult, add_keyword: Any) 
         return meta
     meta = copy.deepcopy(meta) if meta is not None else {}
     line = history_line(config, result.downscaling_factor)
+    # what, when, from which file (when the meta names one), as ccdproc logs it
+    source = meta.get("FILENAME") if hasattr(meta, "get") else None
+    lines = history_lines(config, result.downscaling_factor, source)
     cards = result_keywords(result)
     if isinstance(add_keyword, str):
         cards = [(add_keyword, line[:60], "")] + cards
     if isinstance(meta, fits.Header):
         for key, value, comment in cards:
             meta[key] = (value, comment)
-        meta.add_history(line)
+        for text in lines:
+            meta.add_history(text)
         return meta
     if "HISTORY" in meta or "history" in meta:
         header = fits.Header()
@@ -161,9 +159,9 @@ def _log(meta: Any, config: Config, result: BackgroundResult, add_keyword: Any) 
             else:
                 header[key] = value
         return _log(header, config, result, True if add_keyword is True else add_keyword)
-    for key, value, comment in cards:
-        meta[key] = (value, comment)
-    meta["HISTORY"] = line
+    for key, value, _ in cards:   # plain values in a dict; comments only in a Header
+        meta[key] = value
+    meta["HISTORY"] = "; ".join(lines)   # a dict holds one value per key
     return meta
 
 
@@ -237,16 +235,17 @@ def _correct(ccd: CCDData, background: np.ndarray, result: BackgroundResult,
     so data, uncertainty and :meth:`CCDFit.apply` share one factor.
     """
     config, level = result.config, result.sky_level
-    data = np.asarray(ccd.data, dtype=np.float32)
+    data = np.asarray(ccd.data)
+    data = data if data.dtype == np.float64 else data.astype(np.float32, copy=False)
     if corrected is None:
-        corrected = _from_engine(correct(_channels_last(data), _channels_last(background), config,
+        corrected = _from_engine(correct(as_channels_last(data), as_channels_last(background), config,
                                          level=level), data)
     if config.correction == "subtract":
         new_unc = copy.deepcopy(ccd.uncertainty)  # the model is treated as noiseless
     else:
-        factor = _from_engine(correction_factor(_channels_last(background), config, level), data)
+        factor = _from_engine(correction_factor(as_channels_last(background), config, level), data)
         new_unc = _scaled_uncertainty(ccd.uncertainty, factor)
-    return CCDData(corrected, unit=ccd.unit, wcs=ccd.wcs, meta=copy.deepcopy(ccd.meta),
+    return CCDData(corrected, unit=ccd.unit, wcs=copy.deepcopy(ccd.wcs), meta=copy.deepcopy(ccd.meta),
                    mask=None if ccd.mask is None else np.array(ccd.mask, copy=True),
                    uncertainty=new_unc, flags=None if ccd.flags is None else np.array(ccd.flags))
 
@@ -307,7 +306,11 @@ def fit(data: Any, *, mask: Any = None, unit: Any = None, progress: Any = None,
     config = _config(options, progress, ccd.unit)
     result = fit_background(engine_image, weights, config)
     background = _from_engine(result.background, arr)
-    corrected = _correct(ccd, background, result, _from_engine(result.corrected, arr))
+    # float64 data (what ccdproc.combine returns) are corrected in float64: the fit runs
+    # in float32, and the smooth model is exact enough for that, but the data keep theirs.
+    double = arr.dtype == np.float64
+    corrected = _correct(ccd, background, result,
+                         None if double else _from_engine(result.corrected, arr))
     corrected.meta = _log(corrected.meta, config, result, add_keyword)
     if bad is not None:
         corrected.mask = bad.copy()
@@ -315,7 +318,8 @@ def fit(data: Any, *, mask: Any = None, unit: Any = None, progress: Any = None,
     if oor["below"]:
         warnings.warn(f"{oor['below']} valid pixels are below 0 after the correction "
                       "(nothing was clipped)", AstropyUserWarning, stacklevel=2)
-    bg = CCDData(background.astype(np.float32), unit=ccd.unit, wcs=ccd.wcs,
+    bg = CCDData(background.astype(np.float64 if double else np.float32), unit=ccd.unit,
+                 wcs=copy.deepcopy(ccd.wcs),
                  meta=_log(copy.deepcopy(ccd.meta), config, result, add_keyword))
     return CCDFit(bg, corrected, result.control_points, result)
 
@@ -348,8 +352,8 @@ def subtract(data: Any, *, mask: Any = None, unit: Any = None, progress: Any = N
     >>> slope = lambda d: np.polyfit(xx[0], d.mean(axis=0), 1)[0]   # 0.5 adu/px before
     >>> bool(abs(slope(clean.data)) < 0.02), bool(abs(np.median(clean.data) - np.median(ccd.data)) < 1)
     (True, True)
-    >>> clean.meta["BGO_N"]
-    (32, 'spline control points')
+    >>> clean.meta["BGO_N"], clean.data.dtype
+    (32, dtype('float64'))
     """
     return fit(data, mask=mask, unit=unit, progress=progress, add_keyword=add_keyword,
                **options).corrected

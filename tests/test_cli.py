@@ -218,8 +218,10 @@ def _bad_inputs(tmp_path):
     fits.PrimaryHDU(np.ones((2, 3, 8, 8), np.float32)).writeto(cube)
     badx = tmp_path / "bad.xisf"
     badx.write_bytes(b"XISF0100" + b"\xff" * 100)
-    unknown = tmp_path / "img.tif"
-    unknown.write_bytes(b"II*\x00")
+    unknown = tmp_path / "img.png"
+    unknown.write_bytes(b"\x89PNG\r\n")
+    badtiff = tmp_path / "img.tif"
+    badtiff.write_bytes(b"II*\x00")
     return {
         "missing.fits": "file not found",
         str(corrupt): "not a readable FITS",
@@ -227,6 +229,7 @@ def _bad_inputs(tmp_path):
         str(cube): "unsupported dimensionality",
         str(badx): "not a readable XISF",
         str(unknown): "unknown extension",
+        str(badtiff): "not a readable TIFF",
     }
 
 
@@ -268,7 +271,7 @@ def test_batch_continues_past_a_bad_file(tmp_path, capsys):
     assert (out / "a_bgSubtracted.fits").exists() and (out / "c_bgSubtracted.fits").exists()
     assert not (out / "b_bgSubtracted.fits").exists()
     captured = capsys.readouterr()
-    assert "2 of 3 files done; failed:" in captured.out and "b.fits" in captured.err
+    assert "bgopt: 2 of 3 done, 0 skipped, 1 failed: " in captured.out and "b.fits" in captured.err
 
 
 def test_console_script_and_module(tmp_path):

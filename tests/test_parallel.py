@@ -8,7 +8,7 @@ from astropy.io import fits
 from bgopt_plugin.cli import main
 from bgopt_plugin.data.synthetic import make_scene
 
-FAST = ["-e", "60", "--seed", "1", "-q"]
+FAST = ["-e", "60", "--seed", "1", "-qq"]
 
 
 def _inputs(folder, n=3):
@@ -24,7 +24,7 @@ def test_two_workers_give_the_one_process_result(tmp_path, capsys):
     assert main([*files, "-o", str(tmp_path / "j1"), "-j", "1", *FAST]) == 0
     assert main([*files, "-o", str(tmp_path / "j2"), "-j", "2", *FAST[:-1]]) == 0
     out = capsys.readouterr().out
-    assert out.count("_bgSubtracted.fits (factor") == 3 and "3 of 3 files done" in out
+    assert out.count("_bgSubtracted.fits (factor") == 3 and "3 of 3 done, 0 skipped, 0 failed" in out
     for name in sorted(p.name for p in (tmp_path / "j1").iterdir()):
         a, ha = fits.getdata(tmp_path / "j1" / name, header=True)
         b, hb = fits.getdata(tmp_path / "j2" / name, header=True)

@@ -22,7 +22,7 @@ from bgopt_plugin.cli import main
 from bgopt_plugin.core import ParameterError
 from bgopt_plugin.data.synthetic import make_scene
 
-FAST = ["-e", "30", "--seed", "1", "-q"]
+FAST = ["-e", "30", "--seed", "1", "-qq"]
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 
 
@@ -280,7 +280,8 @@ def test_xisf_clipping_is_a_warning_on_stderr_even_when_quiet(tmp_path):
     img[:, :10] += 0.97                                   # bright enough to leave [0, 1] after the pedestal
     XISF.write(str(tmp_path / "c.xisf"), np.clip(img, 0, 1)[..., None])
     r = subprocess.run([sys.executable, "-m", "bgopt_plugin", str(tmp_path / "c.xisf"), "-o", str(tmp_path),
-                        "--pedestal", "0.5", *FAST], capture_output=True, text=True, env=ENV, timeout=300)
+                        "--pedestal", "0.5", *FAST], capture_output=True, text=True, env=ENV,
+                       timeout=300)
     assert r.returncode == 0 and r.stdout == ""
     assert "bgopt: warning: c_bgSubtracted.xisf:" in r.stderr and "clipped" in r.stderr
 

@@ -37,16 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bgopt",
         description="Remove the sky background (light pollution, gradients, vignetting) from "
-                    "linear FITS/XISF master frames with a spline fitted by gradient descent. "
-                    "Writes <stem>_bgSubtracted<ext> and <stem>_bgModel<ext>. "
+                    "linear FITS/XISF/TIFF master frames with a spline fitted by gradient "
+                    "descent. Writes <stem>_bgSubtracted<ext> and <stem>_bgModel<ext>. "
                     "'bgopt demo [DIR]' runs the whole pipeline on a built-in sample.",
         epilog="Algorithm after bgoptimizer by Sergio Díaz.")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="FITS/XISF files or glob patterns; a last argument that is a folder, or "
+                   help="FITS/XISF/TIFF files or glob patterns; a last argument that is a folder, or "
                         "a new name without an extension, is the output folder (bgoptimizer's "
                         "'input_file [output_path]')")
     p.add_argument("-o", "--output-dir", help="output directory (default: .)")
-    p.add_argument("-m", "--mask", help="mask file (FITS or XISF): 1 = use, 0 = ignore")
+    p.add_argument("-m", "--mask", help="mask file (FITS, XISF or TIFF): 1 = use, 0 = ignore")
     p.add_argument("-p", "--preview", action="store_true",
                    help="write PNG previews of the delinearized, downscaled, masked image and "
                         "its histogram, then stop without fitting")
@@ -57,17 +57,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accepted for compatibility only: batches repeated one image and "
                         "changed nothing")
     add_engine_options(p)
-    p.add_argument("--format", choices=["same", "fits", "xisf"], default="same",
+    p.add_argument("--format", choices=["same", "fits", "xisf", "tiff"], default="same",
                    help="output format (default: same as the input)")
-    p.add_argument("-j", "--jobs", type=int, default=default_jobs(), metavar="N",
+    p.add_argument("--sample-type", choices=["float32", "input"], default="float32",
+                   help="sample type of the corrected image: 32-bit float (default), or the "
+                        "input's own 8/16-bit integers (values clipped to their range and "
+                        "counted); the model is always float32")
+    p.add_argument("-j", "--jobs", type=int, default=None, metavar="N",
                    help="files processed at once, each by its own worker process that holds "
-                        "one file in memory (default: the number of cores, here %(default)s)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+                        "one file in memory (default: the number of cores, but no more "
+                        "workers than the available memory holds for the largest input)")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    existing.add_argument("--skip-existing", action="store_true",
+                          help="leave inputs whose outputs all exist (process only what is new)")
     p.add_argument("--no-model", action="store_true", help="do not write the background model")
     p.add_argument("--plots", action="store_true",
-                   help="write PNGs: before/after, model with control points, loss curve")
+                   help="write PNGs: before/after, model with control points, loss curve, "
+                        "the mask with the protected objects")
     verb = p.add_mutually_exclusive_group()
-    verb.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    verb.add_argument("-q", "--quiet", action="count", default=0,
+                      help="no progress bars or notes (-q), only errors and warnings (-qq)")
     verb.add_argument("-v", "--verbose", action="store_true",
                       help="per-stage statistics and tracebacks")
     p.add_argument("--version", action="version", version=f"bgopt {__version__}")
@@ -100,17 +110,9 @@ def run(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     rep = Reporter(args.quiet, args.verbose)
-    problem = _positional_output(args)
+    problem = _positional_output(args) or _check_options(args)
     if problem:
         rep.error(problem)
-        return EXIT_FAILED
-    try:
-        config_from_args(args)
-    except ParameterError as exc:
-        rep.error(f"{option_name(exc.name)}: {exc.problem}")
-        return EXIT_FAILED
-    if args.jobs < 1:
-        rep.error(f"--jobs: must be an integer >= 1, got {args.jobs}")
         return EXIT_FAILED
     try:
         out_dir = bio.check_output_dir(args.output_dir)
@@ -122,13 +124,21 @@ def run(argv: list[str]) -> int:
         return EXIT_FAILED
     remove_stale_parts(out_dir, owns=is_own_output)
     plan = plan_batch(args.inputs, out_dir, args.format, model=not args.no_model,
-                      plots=args.plots, preview=args.preview, overwrite=args.overwrite)
+                      plots=args.plots, preview=args.preview, overwrite=args.overwrite,
+                      skip_existing=args.skip_existing)
+    problem = _codec_problem(args, plan)
+    if problem:
+        rep.error(problem)
+        return EXIT_FAILED
     for note in plan.notes:
         rep.info(f"bgopt: {note}")
     failures = [src for src, _ in plan.refused]
     for _, message in plan.refused:
         rep.error(message)
-    workers = min(args.jobs, len(plan.jobs))
+    hint = _output_name_hint(args, plan)
+    if hint:
+        rep.info(hint)
+    workers = min(args.jobs or default_jobs([j.src for j in plan.jobs]), len(plan.jobs))
     try:
         if workers > 1:
             from .parallel import run_parallel
@@ -148,11 +158,53 @@ def run(argv: list[str]) -> int:
     except Terminated:
         rep.error("terminated; unfinished outputs removed")
         return EXIT_TERMINATED
-    total = len(plan.jobs) + len(plan.refused)
-    if total > 1:
-        rep.info(f"bgopt: {total - len(failures)} of {total} files done"
-                 + (f"; failed: {', '.join(failures)}" if failures else ""))
+    rep.summary(_final_line(plan, failures))
     return EXIT_FAILED if failures else EXIT_OK
+
+
+def _check_options(args: argparse.Namespace) -> str | None:
+    """The first bad option value, as one line; None when all are good."""
+    try:
+        config_from_args(args)
+    except ParameterError as exc:
+        return f"{option_name(exc.name)}: {exc.problem}"
+    if args.jobs is not None and args.jobs < 1:
+        return f"--jobs: must be an integer >= 1, got {args.jobs}"
+    return None
+
+
+def _codec_problem(args: argparse.Namespace, plan) -> str | None:
+    """--codec (or -c) with an output that is not XISF is an error, not ignored."""
+    if not (args.codec or args.compress) or args.preview:
+        return None
+    for job in plan.jobs:
+        target = job.targets["corrected"]
+        if bio.format_of(target) != "xisf":
+            flag = "--codec" if args.codec else "-c"
+            return (f"{flag}: compression applies to XISF output only, and {target.name} is "
+                    f"{bio.format_of(target).upper()} (add --format xisf)")
+    return None
+
+
+def _output_name_hint(args: argparse.Namespace, plan) -> str | None:
+    """A hint when the last of two arguments, refused as not found, reads like an output."""
+    if len(args.inputs) != 2 or not plan.refused:
+        return None
+    last = args.inputs[-1]
+    refused = dict(plan.refused)
+    if last in refused and "file not found" in refused[last] and Path(last).suffix.lower() in bio.SUPPORTED:
+        return (f"bgopt: hint: {last} was read as a second input. Outputs are named "
+                f"<stem>_bgSubtracted<ext> and <stem>_bgModel<ext> in the output folder: give "
+                f"one with -o DIR, or as the last argument ('bgopt {args.inputs[0]} DIR').")
+    return None
+
+
+def _final_line(plan, failures: list[str]) -> str:
+    """``bgopt: N of M done, K skipped, F failed`` (the failures named)."""
+    total = len(plan.jobs) + len(plan.refused) + len(plan.skipped)
+    done = total - len(failures) - len(plan.skipped)
+    line = f"bgopt: {done} of {total} done, {len(plan.skipped)} skipped, {len(failures)} failed"
+    return line + (f": {', '.join(failures)}" if failures else "")
 
 
 def run_demo(argv: list[str]) -> int:

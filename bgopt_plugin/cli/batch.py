@@ -9,6 +9,7 @@ batch goes on.
 from __future__ import annotations
 
 import glob
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,8 @@ def output_paths(src: Path, out_dir: Path, fmt: str = "same") -> tuple[Path, Pat
         ext = ".fits"
     elif fmt == "xisf":
         ext = ".xisf"
+    elif fmt == "tiff" and ext.lower() not in (".tif", ".tiff"):
+        ext = ".tif"
     return out_dir / f"{stem}_bgSubtracted{ext}", out_dir / f"{stem}_bgModel{ext}"
 
 
@@ -105,28 +108,49 @@ class Job:
 
 @dataclass
 class Plan:
-    """The jobs to run, the inputs refused up front (one message each) and notes."""
+    """The jobs to run, the inputs refused up front (one message each), the inputs whose
+    outputs exist and are kept (``--skip-existing``), and notes."""
 
     jobs: list[Job] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)  # (input, message)
     notes: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
 
-def expand(inputs: list[str]) -> list[tuple[Path, bool]]:
-    """Inputs as paths, each with whether it came from a pattern.
+#: The longest file name most file systems take (bytes); a temporary adds to it.
+NAME_MAX = 255
+_PART_EXTRA = len(".") + len(".4294967295.XXXXXXXX.part")
+
+
+def expand(inputs: list[str]) -> tuple[list[tuple[Path, bool]], list[str]]:
+    """Inputs as paths, each with whether it came from a pattern, and the patterns that
+    matched nothing.
 
     An argument that names an existing file is that file, whatever characters it holds;
-    otherwise it is expanded as a glob pattern (sorted), and kept as it is when nothing
-    matches (it is then reported as not found).
+    otherwise it is expanded as a glob pattern (sorted).
     """
     out: list[tuple[Path, bool]] = []
+    unmatched: list[str] = []
     for item in inputs:
         if Path(item).exists() or not any(ch in item for ch in "*?["):
             out.append((Path(item), False))
             continue
         matches = sorted(glob.glob(item))
-        out.extend((Path(m), True) for m in matches) if matches else out.append((Path(item), False))
-    return out
+        if matches:
+            out.extend((Path(m), True) for m in matches)
+        else:
+            unmatched.append(item)
+    return out, unmatched
+
+
+def _too_long(src: Path, targets: dict[str, Path]) -> str | None:
+    """A one-line problem when an output's name (or its temporary's) is too long."""
+    for target in targets.values():
+        if len(os.fsencode(target.name)) + _PART_EXTRA > NAME_MAX:
+            return (f"{src}: the output name {target.name[:40]}... is too long for the file "
+                    f"system ({len(os.fsencode(target.name))} bytes; at most "
+                    f"{NAME_MAX - _PART_EXTRA}): rename the input")
+    return None
 
 
 def _key(path: Path) -> Path:
@@ -137,10 +161,14 @@ def _key(path: Path) -> Path:
 
 
 def plan_batch(inputs: list[str], out_dir: Path, fmt: str = "same", *, model: bool = True,
-               plots: bool = False, preview: bool = False, overwrite: bool = False) -> Plan:
-    """Decide, before any work, which inputs run and which are refused, and why."""
+               plots: bool = False, preview: bool = False, overwrite: bool = False,
+               skip_existing: bool = False) -> Plan:
+    """Decide, before any work, which inputs run, which are skipped (``skip_existing``:
+    every output exists) and which are refused, and why."""
     plan = Plan()
-    listed = expand(inputs)
+    listed, unmatched = expand(inputs)
+    for pattern in unmatched:
+        plan.refused.append((pattern, f"{pattern}: no file matches"))
     skipped = [p for p, from_pattern in listed if from_pattern and is_own_output(p.name)]
     if skipped:
         names = ", ".join(p.name for p in skipped[:3]) + (" ..." if len(skipped) > 3 else "")
@@ -165,8 +193,11 @@ def plan_batch(inputs: list[str], out_dir: Path, fmt: str = "same", *, model: bo
             plan.refused.append((str(src), str(exc)))
             continue
         targets = job_targets(src, out_dir, fmt, model=model, plots=plots, preview=preview)
-        problem = None
-        for target in targets.values():
+        if skip_existing and all(t.exists() for t in targets.values()):
+            plan.skipped.append(str(src))
+            continue
+        problem = _too_long(src, targets)
+        for target in targets.values() if problem is None else ():
             key = _key(target)
             if key in inputs_by_key:
                 problem = (f"{src}: its output {target} would replace {inputs_by_key[key]}, "

@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -23,28 +24,68 @@ from ..core import ProgressEvent, find_objects, fit_background, missing_pixels, 
 from ..frontend.options import config_from_args
 from ..frontend.process import import_tensorflow_during
 from ..frontend.progress import TqdmProgress
-from ..io import MODEL_KIND, history_line, result_keywords, reusable
+from ..io import MODEL_KIND, history_lines, result_keywords, reusable
 from .batch import Job
 
 __all__ = ["Terminated", "Reporter", "process_job", "failure_message", "default_jobs",
-           "quick_exit", "silence_stdout"]
+           "quick_exit", "silence_stdout", "available_memory"]
+
+T = TypeVar("T")
 
 
 class Terminated(BaseException):
     """SIGTERM, raised in the main thread so that every temporary file is removed."""
-def default_jobs() -> int:
-    """The number of cores this process may use."""
+#: What a worker holds besides its frame (TensorFlow's runtime and the compiled loop),
+#: and per byte of its frame as float32: a 24 MP RGB frame's worker peaked at 1.2-1.3 GB
+#: (benchmarks/README.md).
+WORKER_BASE = 450 << 20
+WORKER_PER_FRAME_BYTE = 3.0
+
+
+def default_jobs(sources: list[Path] = ()) -> int:
+    """Workers for a batch: the cores this process may use, but no more than the available
+    memory holds at a worker's peak for the largest of ``sources``.
+
+    A file's frame is estimated from its size, as 16-bit samples (a float32 file then
+    counts double: the estimate errs on the safe side).
+    """
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    sizes = []
+    for src in sources:
+        with contextlib.suppress(OSError):
+            sizes.append(os.stat(src).st_size)
+    available = available_memory()
+    if not sizes or available is None:
+        return cores
+    peak = WORKER_BASE + WORKER_PER_FRAME_BYTE * 2 * max(sizes)
+    return max(1, min(cores, int(available // peak)))
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new work (Linux's MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 class Reporter:
-    """Console output: tqdm bars for the fit and the evaluation, summaries, errors."""
+    """Console output: tqdm bars for the fit and the evaluation, summaries, errors.
 
-    def __init__(self, quiet: bool, verbose: bool):
-        self.quiet, self.verbose = quiet, verbose
+    ``quiet`` 0 shows everything; 1 (``-q``) drops the progress bars and notes but keeps
+    each file's line and the batch's closing line; 2 (``-qq``) shows errors and warnings
+    only.
+    """
+
+    def __init__(self, quiet: int, verbose: bool):
+        self.quiet, self.verbose = int(quiet), verbose
         self.bars = TqdmProgress()
 
     def _out(self, text: str) -> None:
@@ -54,11 +95,19 @@ class Reporter:
             print(text, flush=True)
         except (OSError, ValueError):
             silence_stdout()
-            self.quiet, self.verbose = True, False
+            self.quiet, self.verbose = 2, False
 
     def info(self, text: str) -> None:
+        """A note (skipped files, hints): hidden by ``-q``."""
         if not self.quiet:
             self._out(text)
+
+    def result(self, text: str) -> None:
+        """A file's outcome: hidden by ``-qq`` only."""
+        if self.quiet < 2:
+            self._out(text)
+
+    summary = result
 
     def detail(self, text: Callable[[], str]) -> None:
         """Print ``text()`` in verbose mode; it is not computed otherwise (image
@@ -151,7 +200,7 @@ def _read(src: Path, fit_follows: bool, roles: tuple[str, ...]) -> tuple[bio.Ima
     return import_tensorflow_during(functools.partial(_timed_read, src, roles))
 
 
-def _write_at_once(writes: list[Callable[[], object]]) -> None:
+def _write_at_once(writes: list[Callable[[], T]]) -> list[T]:
     """Run ``writes`` together: the first in this thread, each other one in a thread.
 
     A write is mostly the kernel filling new page-cache pages, which the calls do with
@@ -163,9 +212,8 @@ def _write_at_once(writes: list[Callable[[], object]]) -> None:
     """
     with warnings.catch_warnings(), ThreadPoolExecutor(max(1, len(writes) - 1)) as pool:
         others = [pool.submit(write) for write in writes[1:]]
-        writes[0]()
-        for other in others:
-            other.result()
+        first = writes[0]()
+        return [first, *(other.result() for other in others)]
 
 
 def process_job(job: Job, args, rep: Reporter) -> None:
@@ -181,21 +229,7 @@ def process_job(job: Job, args, rep: Reporter) -> None:
     mask = _read_mask(Path(args.mask), image.shape) if args.mask else None
     rep.detail(lambda: _stats("Original", image.data))
     if args.preview:
-        from ..frontend import plots
-
-        prep = prepare(image.data, mask, config)
-        protection = find_objects(prep, config)
-        rep.detail(lambda: _stats("Delinearized", prep.stretch.forward(
-            np.where(missing_pixels(prep.data), np.float32(np.nan), prep.data))))
-        rep.detail(lambda: _stats("Downscaled", prep.working))
-        target = job.targets["preview"]
-        with bio.OutputSet(args.overwrite) as out:
-            plots.plot_preview(out.reserve(target), prep.working, prep.weights,
-                               protection.protected if config.protect else None)
-            out.commit()
-        rep.info(f"{job.src} -> {target} (preview, factor {prep.factor}, "
-                 f"{int(prep.usable.sum())}/{prep.usable.size} working pixels used, "
-                 f"{100 * protection.fraction:.0f}% protected)")
+        _preview(job, image, mask, config, args, rep)
         return
     res = fit_background(image.data, mask, config, out=(
         _buffer("model", image.shape), image.data if in_place else _buffer("corrected", image.shape)))
@@ -206,18 +240,69 @@ def process_job(job: Job, args, rep: Reporter) -> None:
         rep.detail(lambda: _stats("Downscaled", res.working_image))
         rep.detail(lambda: _stats("Bg (linear)", res.background))
         rep.detail(lambda: _stats("Corrected", res.corrected))
-    cards = result_keywords(res, image.scale)
-    hist = history_line(res.config, res.downscaling_factor)
-    codec = args.codec or ("lz4hc" if args.compress else None)
+    if res.info.get("still_improving"):
+        warnings.warn(f"{job.src}: the fit stopped at the epoch limit ({config.epochs}) with its "
+                      "loss still falling: more epochs (-e) may improve the model", UserWarning,
+                      stacklevel=1)
     t1 = time.perf_counter()
+    clipped = _write_outputs(job, image, res, args)
+    t_write = time.perf_counter() - t1
+    oor = res.out_of_range
+    notes = []
+    if oor["below"] or oor["above"]:
+        notes.append(f"{oor['below']} px below 0, {oor['above']} above the input max")
+    if clipped:
+        notes.append(f"{clipped} values clipped to the output's range")
+    total = time.perf_counter() - t0
+    rep.result(f"{job.src} -> {job.targets['corrected']} (factor {res.downscaling_factor}, "
+               f"{res.epochs_run} epochs, {100 * res.protected_fraction:.0f}% protected, "
+               f"read {t_read:.1f}s fit {res.timings['fit']:.1f}s eval {res.timings['evaluate']:.1f}s "
+               f"write {t_write:.1f}s total {total:.1f}s"
+               + (f"; {'; '.join(notes)}" if notes else "") + ")")
+
+
+def _preview(job: Job, image: bio.Image, mask, config, args, rep: Reporter) -> None:
+    """``-p``: the working image, the mask and the protected objects as a PNG."""
+    from ..frontend import plots
+
+    prep = prepare(image.data, mask, config)
+    protection = find_objects(prep, config)
+    rep.detail(lambda: _stats("Delinearized", prep.stretch.forward(
+        np.where(missing_pixels(prep.data), np.float32(np.nan), prep.data))))
+    rep.detail(lambda: _stats("Downscaled", prep.working))
+    target = job.targets["preview"]
+    with bio.OutputSet(args.overwrite) as out:
+        plots.plot_preview(out.reserve(target), prep.working, prep.weights,
+                           protection.protected if config.protect else None)
+        out.commit()
+    rep.result(f"{job.src} -> {target} (preview, factor {prep.factor}, "
+               f"{int(prep.usable.sum())}/{prep.usable.size} working pixels used, "
+               f"{100 * protection.fraction:.0f}% protected)")
+
+
+def _write_outputs(job: Job, image: bio.Image, res, args) -> int:
+    """The corrected image, the model and the plots, as one output set; returns the
+    values clipped to the corrected image's sample type.
+
+    With ``--sample-type input`` an integer input's corrected image goes back to its own
+    integers (its unit again: no BGO_NORM, BUNIT kept); the model stays float32 in the
+    normalised units, with BGO_NORM.
+    """
+    integer = args.sample_type == "input" and image.source_dtype.kind in "iu"
+    dtype = image.source_dtype if integer else None
+    history = history_lines(res.config, res.downscaling_factor, job.src)
+    codec = args.codec or ("lz4hc" if args.compress else None)
     targets = job.targets
     with bio.OutputSet(args.overwrite) as out:
-        outputs = [(targets["corrected"], res.corrected, cards)]
+        outputs = [(targets["corrected"], res.corrected,
+                    result_keywords(res, 1.0 if integer else image.scale), dtype)]
         if "model" in targets:
-            outputs.append((targets["model"], res.background, cards + [MODEL_KIND]))
-        _write_at_once([functools.partial(bio.write_image, target, image, data, cards=c,
-                                          history=hist, codec=codec, into=out.reserve(target))
-                        for target, data, c in outputs])
+            outputs.append((targets["model"], res.background,
+                            result_keywords(res, image.scale) + [MODEL_KIND], None))
+        clipped = _write_at_once([functools.partial(
+            bio.write_image, target, image, data, cards=cards, history=history,
+            codec=codec, into=out.reserve(target), dtype=kind)
+            for target, data, cards, kind in outputs])[0]
         if "before_after" in targets:
             from ..frontend import plots
 
@@ -227,17 +312,7 @@ def process_job(job: Job, args, rep: Reporter) -> None:
             plots.plot_preview(out.reserve(targets["mask_png"]), res.working_image, res.working_mask,
                                res.protected)
         out.commit()
-    t_write = time.perf_counter() - t1
-    oor = res.out_of_range
-    notes = []
-    if oor["below"] or oor["above"]:
-        notes.append(f"{oor['below']} px below 0, {oor['above']} above the input max")
-    total = time.perf_counter() - t0
-    rep.info(f"{job.src} -> {targets['corrected']} (factor {res.downscaling_factor}, "
-             f"{res.epochs_run} epochs, {100 * res.protected_fraction:.0f}% protected, "
-             f"read {t_read:.1f}s fit {res.timings['fit']:.1f}s eval {res.timings['evaluate']:.1f}s "
-             f"write {t_write:.1f}s total {total:.1f}s"
-             + (f"; {'; '.join(notes)}" if notes else "") + ")")
+    return clipped
 
 
 def quick_exit(code: int) -> None:

@@ -36,12 +36,14 @@ def correct(data: np.ndarray, background: np.ndarray, config: Config,
         when correcting an image in chunks).
     missing : ndarray of bool, optional
         Pixels to return unchanged (default: zero, NaN and Inf pixels of ``data``).
-    out : ndarray of float32, optional
-        Where to write the result; ``data`` itself (a float32 array) corrects in place.
+    out : ndarray of float32 (float64 for float64 data), optional
+        Where to write the result; ``data`` itself corrects in place.
 
     Returns
     -------
-    ndarray, float32
+    ndarray
+        float64 for float64 data (the model, float32, is exact enough for it), else
+        float32.
 
     Examples
     --------
@@ -51,10 +53,12 @@ def correct(data: np.ndarray, background: np.ndarray, config: Config,
     >>> correct(data, np.full((3, 1), 0.2, np.float32), Config(), level=np.float32([0.1]))[:, 0]
     array([0.4, 0. , nan], dtype=float32)
     """
-    data = np.asarray(data, dtype=np.float32)
+    data = np.asarray(data)
+    dtype = np.float64 if data.dtype == np.float64 else np.float32
+    data = data.astype(dtype, copy=False)
     level = sky_level(background) if level is None else level
     if out is None:
-        out = np.empty(np.broadcast_shapes(data.shape, background.shape), dtype=np.float32)
+        out = np.empty(np.broadcast_shapes(data.shape, background.shape), dtype=dtype)
     # What must come back unchanged, taken before ``out`` (possibly ``data``) is written.
     # NaN and Inf pass through a finite model unchanged, so without an explicit
     # ``missing`` only zeros are restored.
@@ -68,15 +72,15 @@ def correct(data: np.ndarray, background: np.ndarray, config: Config,
         keep = None
     if config.correction == "divide":
         require_positive(background)
-        np.divide(data, background, out=out, dtype=np.float32)
+        np.divide(data, background, out=out, dtype=out.dtype)
         if config.pedestal == "median":
             per_channel(np.multiply, out, level)
     else:
-        np.subtract(data, background, out=out, dtype=np.float32)
+        np.subtract(data, background, out=out, dtype=out.dtype)
         if config.pedestal == "median":
             per_channel(np.add, out, level)
     if config.pedestal not in ("median", "none"):
-        out += np.float32(config.pedestal)
+        out += out.dtype.type(config.pedestal)
     if keep is not None and np.ndim(kept) == 0:
         np.copyto(out, kept, where=keep)
     elif keep is not None:

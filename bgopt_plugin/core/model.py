@@ -117,7 +117,9 @@ class BackgroundResult:
         (subtract) or multiplied back (divide). Pass it to :func:`correct` and
         :func:`correction_factor` to repeat this correction exactly.
     info : dict
-        Diagnostics: whether XLA compiled the step, usable and protected working pixels.
+        Diagnostics: whether XLA compiled the step, whether the fit stopped at its epoch
+        limit with the loss still falling (``still_improving``), usable and protected
+        working pixels.
     """
 
     background: np.ndarray

@@ -110,6 +110,9 @@ class FitResult:
     epochs_run: int = 0
     best_loss: float = float("inf")
     jit_compiled: bool = False
+    #: The fit reached its epoch limit while the loss was still falling (it improved in
+    #: the last ``_PATIENCE_LR`` epochs): more epochs may give a better model.
+    still_improving: bool = False
 
 
 def _kernel(d2, order: int):
@@ -441,7 +444,9 @@ def fit_spline(q: np.ndarray, y: np.ndarray, wt: np.ndarray, midtones: np.ndarra
             trainer.lr.assign(float(trainer.lr.numpy()) * 0.5)
             lr_epoch = done
     trainer.restore_best()
-    return FitResult(trainer.params(), history, done, float(trainer.best_loss.numpy()), trainer.jit)
+    still = done >= epochs and done - best_epoch < _PATIENCE_LR
+    return FitResult(trainer.params(), history, done, float(trainer.best_loss.numpy()), trainer.jit,
+                     still)
 
 
 def descend(prep: Prepared, protection: Protection, init: InitialFit, config: Config) -> FitResult:

@@ -144,7 +144,7 @@ class Parameter:
             noun += f" {'>' if self.low_open else '>='} {self.low:g}"
         if words:
             noun += f" or {words}"
-        if self.optional:
+        elif self.optional:
             noun += " or None"
         return noun
 
@@ -286,9 +286,10 @@ PARAMETERS: tuple[Parameter, ...] = (
                   "every weighted working pixel with the control points fixed.",
               flags=("--init-solve",), fits_key="BGO_ISOL", fits_comment="initial solve",
               label="Initial solve"),
-    Parameter("seed", None, int, low=0, optional=True, gui_max=2**31 - 1,
-              help="random seed for reproducible results",
-              doc="The same seed gives identical results.",
+    Parameter("seed", 0, int, low=0, choices=("random",), optional=True, gui_max=2**31 - 1,
+              help="seed of the random parts: the same seed, the same model; 'random' for a new one",
+              doc="``'random'`` (or None) draws a seed for this fit, which the result records "
+                  "(``BackgroundResult.config.seed``, ``BGO_SEED``), so any run can be repeated.",
               flags=("--seed",), fits_key="BGO_SEED", fits_comment="random seed", label="Seed"),
 )
 

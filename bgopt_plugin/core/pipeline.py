@@ -133,6 +133,8 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None, *
     config = config or Config()
     if options:
         config = Config.from_options(**{**config.to_dict(), "progress": config.progress, **options})
+    if config.seed in (None, "random"):   # drawn now, and recorded in the result
+        config = config.replace(seed=int(np.random.SeedSequence().entropy % 2**31))
     t0 = time.perf_counter()
     image, mask = unmask(image, mask)
     arr, squeeze = as_channels_last(image)
@@ -166,7 +168,8 @@ def fit_background(image: Any, mask: Any = None, config: Config | None = None, *
         loss_history=fit.loss_history, epochs_run=fit.epochs_run, timings=timings,
         out_of_range=out_of_range, config=config, model=model, downscaling_factor=prep.factor,
         sky_level=level, protected_fraction=protection.fraction,
-        info={"jit_compiled": fit.jit_compiled, "valid_working_pixels": int(prep.usable.sum()),
+        info={"jit_compiled": fit.jit_compiled, "still_improving": fit.still_improving,
+              "valid_working_pixels": int(prep.usable.sum()),
               "protected_pixels": int(protection.protected.sum()), **protection.info},
     )
 

@@ -164,12 +164,17 @@ class OutputSet:
     def commit(self) -> list[Path]:
         """Rename every temporary onto its target; returns the targets.
 
-        If a rename fails, the targets already renamed in this set are removed again,
-        so the set stays all or nothing (a replaced older output is not restored).
+        Durable, as git and SQLite do it: each temporary is flushed to the disk before
+        the renames, and each folder once after them, so a power cut leaves the old file
+        or the new one, never an empty one. If a rename fails, the targets already
+        renamed in this set are removed again, so the set stays all or nothing (a
+        replaced older output is not restored).
         """
         for _, target in self._pending:
             if target.exists() and not self.overwrite:
                 raise ImageIOError(target, "output exists (use --overwrite to replace it)")
+        for tmp, target in self._pending:
+            _fsync(tmp, target)
         renamed: list[Path] = []
         try:
             for tmp, target in self._pending:
@@ -183,6 +188,8 @@ class OutputSet:
                 with contextlib.suppress(OSError):
                     target.unlink()
             raise
+        for folder in dict.fromkeys(target.parent for target in renamed):
+            _fsync_folder(folder)
         self._pending = []
         return renamed
 
@@ -198,6 +205,29 @@ class OutputSet:
 
     def __exit__(self, *exc) -> None:
         self.discard()
+
+
+def _fsync(path: Path, target: Path) -> None:
+    """Flush a written temporary to the disk (ImageIOError naming ``target`` on failure)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise ImageIOError(target, f"cannot write ({os_reason(exc)})") from exc
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (the renames); where a file system cannot, nothing more
+    can be done, so that is not an error."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder if str(folder) else ".", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,8 @@ from astropy.utils.exceptions import AstropyWarning
 
 from .atomic import atomic_output, check_regular_file, disk_full, os_reason
 from .image import Image, ImageIOError
-from .layout import planes_to_channels_last
+from .layout import channels_last_to_planes, planes_to_channels_last
+from .provenance import stale_keywords
 
 __all__ = ["read_fits", "write_fits", "FITS_EXTENSIONS"]
 
@@ -164,9 +166,14 @@ def _stream(path: Path, header: fits.Header, pixels: np.ndarray, rows: int = 256
 
 
 def write_fits(path: str | Path, image: Image, data: np.ndarray | None = None,
-               cards: list[tuple[str, object, str]] = (), history: str | None = None,
-               overwrite: bool = False, into: str | Path | None = None) -> Path:
-    """Write float32 planes (BITPIX -32) with the source header and extra HDUs.
+               cards: list[tuple[str, object, str]] = (), history: Sequence[str] = (),
+               overwrite: bool = False, into: str | Path | None = None,
+               dtype: np.dtype | None = None) -> tuple[Path, int]:
+    """Write float32 planes (BITPIX -32), or integer ones, with the source header and
+    extra HDUs.
+
+    The source's DATAMIN/DATAMAX are dropped, and its BUNIT too when normalised integer
+    samples are written as floats (:func:`~bgopt_plugin.io.provenance.stale_keywords`).
 
     Parameters
     ----------
@@ -178,18 +185,29 @@ def write_fits(path: str | Path, image: Image, data: np.ndarray | None = None,
         Pixels to write instead of ``image.data``.
     cards : list of (keyword, value, comment)
         Keywords to add or update.
-    history : str, optional
-        A HISTORY line to add.
+    history : sequence of str
+        HISTORY lines to add.
     overwrite : bool
         Replace an existing output.
     into : path, optional
         Write straight into this (temporary) file instead, which the caller renames
         onto ``path`` (see :class:`~bgopt_plugin.io.atomic.OutputSet`).
+    dtype : numpy dtype, optional
+        An integer sample type (uint8, int16, uint16) to write instead of float32: the
+        normalised values are scaled back, rounded and clipped to its range.
+
+    Returns
+    -------
+    (Path, int)
+        The output path and the number of values clipped to the sample type's range.
     """
     path = Path(path)
     pixels = np.asarray(image.data if data is None else data)
     if pixels.ndim == 2:
         pixels = pixels[..., None]
+    if image.format == "tiff" and image.meta.get("tiff_tags"):
+        warnings.warn(f"{image.path or 'input'}: the TIFF's ICC profile is not carried to FITS "
+                      f"{path.name}", UserWarning, stacklevel=2)
     if image.format == "xisf":
         from .keywords import keywords_to_header
 
@@ -202,26 +220,37 @@ def write_fits(path: str | Path, image: Image, data: np.ndarray | None = None,
     else:
         source_header = image.meta.get("header")
     extras = [h.copy() for h in image.meta.get("extra_hdus", [])]
+    dtype = np.dtype(np.float32 if dtype is None else dtype)
     header = _primary_header(pixels.shape, bool(extras))
+    stale = stale_keywords(image.scale, dtype)
     for card in header_for_output(source_header).cards:
-        header.append(card, end=True)
+        if card.keyword not in stale:
+            header.append(card, end=True)
     for key, value, comment in cards:
         header[key] = (value, comment)
-    if history:
-        header.add_history(history)
+    for line in history:
+        header.add_history(line)
+    clipped = 0
+    if dtype.kind in "iu":   # astropy writes BITPIX, and BZERO for unsigned 16-bit
+        pixels, clipped = channels_last_to_planes(pixels, 2 if pixels.shape[-1] == 1 else 3, dtype)
     if into is not None:
         _write(path, Path(into), header, pixels, extras)
-        return path
-    with atomic_output(path, overwrite) as tmp:
-        _write(path, tmp, header, pixels, extras)
-    return path
+    else:
+        with atomic_output(path, overwrite) as tmp:
+            _write(path, tmp, header, pixels, extras)
+    return path, clipped
 
 
 def _write(path: Path, tmp: Path, header: fits.Header, pixels: np.ndarray, extras: list) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyWarning)
-            _stream(tmp, header, pixels)
+            if pixels.dtype.kind in "iu":
+                for key in ("BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3"):
+                    header.remove(key, ignore_missing=True)
+                fits.PrimaryHDU(pixels, header).writeto(tmp, overwrite=True)
+            else:
+                _stream(tmp, header, pixels)
             if extras:
                 with fits.open(tmp, mode="append") as hdul:
                     for h in extras:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["integer_scale", "planes_to_channels_last", "channels_last_to_planes"]
+__all__ = ["integer_scale", "planes_to_channels_last", "channels_last_to_planes", "as_channels_last",
+           "as_planes", "reusable"]
 
 
 def integer_scale(dtype: np.dtype) -> float:
@@ -25,6 +26,36 @@ def integer_scale(dtype: np.dtype) -> float:
     if dtype.kind in "iu":
         return float(np.iinfo(dtype).max)
     return 1.0
+
+
+def as_channels_last(planes: np.ndarray) -> np.ndarray:
+    """A view of (H, W) or (C, H, W) planes as channels-last (H, W, C), C in {1, 3}.
+
+    Examples
+    --------
+    >>> as_channels_last(np.zeros((3, 4, 5))).shape, as_channels_last(np.zeros((4, 5))).shape
+    ((4, 5, 3), (4, 5, 1))
+    """
+    planes = np.asarray(planes)
+    if planes.ndim == 2:
+        return planes[..., None]
+    if planes.ndim == 3 and planes.shape[0] in (1, 3):
+        return np.moveaxis(planes, 0, -1)
+    raise ValueError(f"data must be (H, W) or (C, H, W) with C in (1, 3), got shape {planes.shape}")
+
+
+def as_planes(data: np.ndarray, ndim: int) -> np.ndarray:
+    """A view of channels-last (H, W, C) data as planes of rank ``ndim``: (H, W) or (C, H, W).
+
+    Examples
+    --------
+    >>> as_planes(np.zeros((4, 5, 3)), 3).shape, as_planes(np.zeros((4, 5, 1)), 2).shape
+    ((3, 4, 5), (4, 5))
+    """
+    data = np.asarray(data)
+    if data.ndim == 2:
+        data = data[..., None]
+    return data[..., 0] if ndim == 2 else np.moveaxis(data, -1, 0)
 
 
 def reusable(out: np.ndarray | None, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
@@ -87,8 +118,8 @@ def channels_last_to_planes(data: np.ndarray, ndim: int, dtype: np.dtype = np.fl
     ndim : {2, 3}
         Rank of the planes wanted: (H, W) or (C, H, W).
     dtype : numpy dtype
-        ``float32``, or an integer type: values are then multiplied by its full scale,
-        rounded, and clipped to its range.
+        ``float32``, or an integer type: values are then multiplied by its full scale
+        (:func:`integer_scale`), rounded, and clipped to its range.
     clip : bool
         Clip float output to [0, 1] (Siril's float range). Integer output is always
         clipped to the type's range.
@@ -117,6 +148,9 @@ def channels_last_to_planes(data: np.ndarray, ndim: int, dtype: np.dtype = np.fl
     n_planes = arr.shape[2] if ndim == 3 else 1
     dtype = np.dtype(dtype)
     integer = dtype.kind in "iu"
+    # The normalised range a sample type holds: [0, 1], or for signed integers from
+    # their minimum (int16: -32768 / 32767) to 1.
+    low = np.float32(np.iinfo(dtype).min / integer_scale(dtype)) if dtype.kind == "i" else np.float32(0)
     target = reusable(out, (n_planes, h, w) if ndim == 3 else (h, w), dtype)
     planes = target.reshape(n_planes, h, w)
     # Row blocks of ~1 MB: each is gathered from the channels-last data, checked and
@@ -133,11 +167,11 @@ def channels_last_to_planes(data: np.ndarray, ndim: int, dtype: np.dtype = np.fl
             part[...] = source
             if integer or clip:
                 lowest, highest = part.min(), part.max()
-                if not (lowest >= 0 and highest <= 1):    # NaN fails both: count, then fix
+                if not (lowest >= low and highest <= 1):    # NaN fails both: count, then fix
                     bad = ~np.isfinite(part)
-                    clipped += int(np.count_nonzero(bad | (part < 0) | (part > 1)))
+                    clipped += int(np.count_nonzero(bad | (part < low) | (part > 1)))
                     part[bad] = 0
-                    np.clip(part, 0.0, 1.0, out=part)
+                    np.clip(part, low, 1.0, out=part)
             if integer:
                 part *= full_scale
                 np.rint(part, out=part)

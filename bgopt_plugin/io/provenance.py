@@ -6,11 +6,20 @@ parameter is recorded without an edit here.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
 from .._version import __version__
 from ..core import PARAMETERS, BackgroundResult, Config
 
-__all__ = ["keywords", "result_keywords", "history_line", "NORM_KEY", "PROTECTED_KEY",
-           "MODEL_KIND"]
+__all__ = ["keywords", "result_keywords", "history_line", "history_lines", "stale_keywords", "NORM_KEY",
+           "PROTECTED_KEY", "MODEL_KIND", "STALE_KEYWORDS"]
+
+#: Keywords that describe the input's values and would be wrong on an output: dropped
+#: (DATAMIN/DATAMAX always; BUNIT when integer data were normalised to [0, 1]).
+STALE_KEYWORDS = ("DATAMIN", "DATAMAX")
 
 #: Keyword recording the factor integer input samples were divided by (65535 for 16-bit).
 NORM_KEY = "BGO_NORM"
@@ -70,13 +79,47 @@ def history_line(config: Config, factor: int | None = None) -> str:
     --------
     >>> from bgopt_plugin.core import Config
     >>> history_line(Config(), factor=16)
-    'bgopt 0.1.0: subtract N=32 O=2 dx=16 dq=0.95 prot=y'
+    'bgopt 0.1.0: subtract N=32 O=2 dx=16 dq=0.95 prot=y seed=0'
     """
     dx = factor if factor is not None else config.downscaling_factor
     line = (f"bgopt {__version__}: {config.correction} N={config.n_control_points} "
             f"O={config.order} dx={dx} dq={config.delinearization_quantile} "
-            f"prot={'y' if config.protect else 'n'}")
+            f"prot={'y' if config.protect else 'n'} seed={config.seed}")
     return line[:70]
+
+
+def history_lines(config: Config, factor: int | None = None, source: str | Path | None = None,
+                  when: datetime | None = None) -> list[str]:
+    """The HISTORY lines of an output file: what, when and from which input (as astropy
+    and ccdproc log), then :func:`history_line`.
+
+    Examples
+    --------
+    >>> from datetime import datetime, timezone
+    >>> from bgopt_plugin.core import Config
+    >>> history_lines(Config(), 16, "masters/m42.fits", datetime(2026, 12, 7, 21, 5, tzinfo=timezone.utc))[0]
+    'bgopt 0.1.0 on 2026-12-07T21:05:00 UTC from m42.fits'
+    """
+    when = (when or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    first = f"bgopt {__version__} on {when:%Y-%m-%dT%H:%M:%S} UTC"
+    if source:
+        first += f" from {Path(source).name}"
+    return [first, history_line(config, factor)]
+
+
+def stale_keywords(input_scale: float, dtype: np.dtype | type | None = None) -> tuple[str, ...]:
+    """Keywords of the source that would describe an output wrongly, to drop from it.
+
+    DATAMIN and DATAMAX always (the values changed); BUNIT when integer samples were
+    normalised to [0, 1] and are written as floats (no longer in the input's unit).
+
+    Examples
+    --------
+    >>> stale_keywords(65535.0), stale_keywords(65535.0, np.uint16), stale_keywords(1.0)
+    (('DATAMIN', 'DATAMAX', 'BUNIT'), ('DATAMIN', 'DATAMAX'), ('DATAMIN', 'DATAMAX'))
+    """
+    normalised = input_scale != 1.0 and np.dtype(dtype or np.float32).kind == "f"
+    return STALE_KEYWORDS + (("BUNIT",) if normalised else ())
 
 
 def result_keywords(result: BackgroundResult, input_scale: float = 1.0) -> list[tuple[str, object, str]]:

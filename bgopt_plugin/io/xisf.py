@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from .atomic import atomic_output, check_regular_file, disk_full, os_reason
 from .image import Image, ImageIOError
-from .layout import integer_scale, reusable
+from .layout import channels_last_to_planes, integer_scale, reusable
+from .provenance import stale_keywords
 
 __all__ = ["read_xisf", "write_xisf", "XISF_EXTENSIONS", "CODECS"]
 
@@ -97,12 +99,14 @@ def _writable_properties(props: dict) -> tuple[dict, list[str]]:
 
 
 def write_xisf(path: str | Path, image: Image, data: np.ndarray | None = None,
-               cards: list[tuple[str, object, str]] = (), history: str | None = None,
+               cards: list[tuple[str, object, str]] = (), history: Sequence[str] = (),
                overwrite: bool = False, codec: str | None = None,
-               into: str | Path | None = None) -> tuple[Path, int]:
-    """Write float32 XISF with the source keywords and properties.
+               into: str | Path | None = None, dtype: np.dtype | None = None) -> tuple[Path, int]:
+    """Write float32 (or 8/16-bit) XISF with the source keywords and properties.
 
-    Values are clipped to [0, 1], the bounds the package declares for float data.
+    Float values are clipped to [0, 1], the bounds the package declares for float data;
+    integer ones to their type's range. The source's DATAMIN/DATAMAX are dropped, and
+    its BUNIT when normalised integers are written as floats.
 
     Parameters
     ----------
@@ -113,18 +117,20 @@ def write_xisf(path: str | Path, image: Image, data: np.ndarray | None = None,
         Pixels to write instead of ``image.data``.
     cards : list of (keyword, value, comment)
         Keywords to add or replace.
-    history : str, optional
-        A HISTORY keyword to add.
+    history : sequence of str
+        HISTORY keywords to add.
     overwrite : bool
     codec : {None, "lz4hc", "zstd"}
         Compression, with byte shuffling.
     into : path, optional
         Write straight into this (temporary) file, which the caller renames onto ``path``.
+    dtype : numpy dtype, optional
+        An integer sample type (uint8, uint16) instead of float32.
 
     Returns
     -------
     (Path, int)
-        The output path and the number of values clipped into [0, 1].
+        The output path and the number of values clipped into range.
     """
     from xisf import XISF
 
@@ -136,9 +142,14 @@ def write_xisf(path: str | Path, image: Image, data: np.ndarray | None = None,
     pixels = np.asarray(image.data if data is None else data, dtype=np.float32)
     if pixels.ndim == 2:
         pixels = pixels[..., None]
-    with np.errstate(invalid="ignore"):
-        n_clipped = int(np.count_nonzero((pixels < 0) | (pixels > 1)))
-    pixels = np.ascontiguousarray(np.clip(np.nan_to_num(pixels, nan=0.0), 0.0, 1.0))
+    dtype = np.dtype(np.float32 if dtype is None else dtype)
+    if dtype.kind in "iu":
+        planes, n_clipped = channels_last_to_planes(pixels, 3, dtype)
+        pixels = np.ascontiguousarray(np.moveaxis(planes, 0, -1))
+    else:
+        with np.errstate(invalid="ignore"):
+            n_clipped = int(np.count_nonzero((pixels < 0) | (pixels > 1) | ~np.isfinite(pixels)))
+        pixels = np.ascontiguousarray(np.clip(np.nan_to_num(pixels, nan=0.0), 0.0, 1.0))
 
     if image.format == "xisf":
         keywords = copy.deepcopy(image.meta.get("fits_keywords", {}))
@@ -151,10 +162,12 @@ def write_xisf(path: str | Path, image: Image, data: np.ndarray | None = None,
         keywords = header_to_keywords(header_for_output(image.meta.get("header")))
         props, dropped, file_meta = {}, [], {}
         uncarried = [h.header.get("EXTNAME", "HDU") for h in image.meta.get("extra_hdus", [])]
+    for key in stale_keywords(image.scale, dtype):
+        keywords.pop(key, None)
     for key, value, comment in cards:
         keywords[key] = [{"value": format_value(value), "comment": comment}]
-    if history:
-        keywords.setdefault("HISTORY", []).append({"value": "", "comment": history})
+    for line in history:
+        keywords.setdefault("HISTORY", []).append({"value": "", "comment": line})
     src = image.path or "input"
     if uncarried:
         warnings.warn(f"{src}: not carried to {path.name}: {', '.join(sorted(set(uncarried)))} "
@@ -177,7 +190,7 @@ def write_xisf(path: str | Path, image: Image, data: np.ndarray | None = None,
     else:
         with atomic_output(path, overwrite) as tmp:
             write(tmp)
-    if n_clipped:
+    if n_clipped and dtype.kind == "f":
         warnings.warn(f"{path.name}: {n_clipped} values outside [0, 1] clipped (XISF float data "
                       "are declared in [0, 1])", UserWarning, stacklevel=2)
     return path, n_clipped
