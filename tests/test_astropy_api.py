@@ -224,3 +224,27 @@ def test_ccdproc_image_collection_loop(tmp_path):
     names = sorted(p.name for p in out_dir.iterdir())
     assert names == ["master_0.fits", "master_1.fits"]
     assert fits.getheader(out_dir / "master_0.fits")["BGOPTVER"] == bgopt.__version__
+
+
+def test_float64_stays_float64():
+    # What ccdproc.combine returns: the correction keeps the data's precision.
+    ccd, _ = _ccd()
+    double = CCDData(ccd.data.astype(np.float64) + 1e6, unit="adu")   # a large offset
+    fitted = bgopt.fit(double, **FAST)
+    out = fitted.corrected
+    assert out.data.dtype == np.float64 and fitted.background.data.dtype == np.float64
+    # small differences on a large level survive (float32 would round them to 0.06 adu)
+    step = out.data[10, 11] - out.data[10, 10]
+    expected = double.data[10, 11] - double.data[10, 10] - (fitted.background.data[10, 11]
+                                                            - fitted.background.data[10, 10])
+    assert step == pytest.approx(expected, abs=1e-6)
+    assert bgopt.subtract(ccd, **FAST).data.dtype == np.float32      # float32 stays float32
+
+
+def test_the_missing_unit_warning_comes_from_bgopt_and_dir_lists_the_api():
+    with pytest.warns(AstropyUserWarning, match="bgopt: no unit given") as record:
+        bgopt.subtract(np.full((48, 64), 100.0) + np.arange(64), **FAST)
+    assert record[0].filename.endswith("astropy_api.py")
+    names = dir(bgopt)
+    assert {"subtract", "model", "fit", "CCDFit", "fit_background", "Config"} <= set(names)
+    assert "Any" not in names and "annotations" not in names

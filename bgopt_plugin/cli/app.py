@@ -137,7 +137,7 @@ def run(argv: list[str]) -> int:
         rep.error(message)
     hint = _output_name_hint(args, plan)
     if hint:
-        rep.info(hint)
+        rep.result(hint)
     workers = min(args.jobs or default_jobs([j.src for j in plan.jobs]), len(plan.jobs))
     try:
         if workers > 1:
