@@ -190,7 +190,10 @@ def _seeds(name: str) -> list[int]:
 
 
 def _worker_init() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # The benchmark owns its worker processes: quiet TensorFlow, one thread each.
+    from bgopt_plugin.frontend.process import own_process
+
+    own_process()
 
 
 def run(seeds: list[int], methods: list[str], max_long_side: int | None, jobs: int,
