@@ -13,12 +13,12 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .image import ImageIOError
 
-__all__ = ["OutputSet", "atomic_output", "check_regular_file", "check_output_dir",
+__all__ = ["OutputSet", "atomic_output", "write_file", "check_regular_file", "check_output_dir",
            "remove_stale_parts", "os_reason", "disk_full"]
 
 _PART = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.part$")
@@ -243,6 +243,24 @@ def atomic_output(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
         tmp = out.reserve(path)
         yield tmp
         out.commit()
+
+
+def write_file(path: str | Path, write: Callable[[Path], None], overwrite: bool = False,
+               into: str | Path | None = None) -> None:
+    """Run ``write(tmp)`` on ``into`` (a temporary the caller renames) or on an atomic
+    temporary of ``path``; an OSError becomes an ImageIOError naming ``path``."""
+    def guarded(tmp: Path) -> None:
+        try:
+            write(tmp)
+        except OSError as exc:
+            reason = "no space left on device" if disk_full(exc) else os_reason(exc)
+            raise ImageIOError(path, f"cannot write ({reason})") from exc
+
+    if into is not None:
+        guarded(Path(into))
+    else:
+        with atomic_output(path, overwrite) as tmp:
+            guarded(tmp)
 
 
 def disk_full(exc: BaseException) -> bool:

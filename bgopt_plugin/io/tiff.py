@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_output, check_regular_file, disk_full, os_reason
+from .atomic import check_regular_file, write_file
 from .image import Image, ImageIOError
 from .layout import channels_last_to_planes, planes_to_channels_last
 
@@ -105,23 +105,15 @@ def write_tiff(path: str | Path, image: Image, data: np.ndarray | None = None,
     _warn_uncarried(image, path)
 
     def write(tmp: Path) -> None:
-        try:
-            tifffile.imwrite(tmp, np.ascontiguousarray(samples),
-                             photometric="rgb" if samples.ndim == 3 else "minisblack",
-                             description="\n".join(lines) or None, software=_software(),
-                             extratags=extratags,
-                             resolution=None if resolution is None else resolution[:2],
-                             resolutionunit=None if resolution is None else resolution[2],
-                             metadata=None)
-        except OSError as exc:
-            reason = "no space left on device" if disk_full(exc) else os_reason(exc)
-            raise ImageIOError(path, f"cannot write ({reason})") from exc
+        tifffile.imwrite(tmp, np.ascontiguousarray(samples),
+                         photometric="rgb" if samples.ndim == 3 else "minisblack",
+                         description="\n".join(lines) or None, software=_software(),
+                         extratags=extratags,
+                         resolution=None if resolution is None else resolution[:2],
+                         resolutionunit=None if resolution is None else resolution[2],
+                         metadata=None)
 
-    if into is not None:
-        write(Path(into))
-    else:
-        with atomic_output(path, overwrite) as tmp:
-            write(tmp)
+    write_file(path, write, overwrite, into)
     return path, clipped
 
 

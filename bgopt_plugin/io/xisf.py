@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_output, check_regular_file, disk_full, os_reason
+from .atomic import check_regular_file, write_file
 from .image import Image, ImageIOError
 from .layout import channels_last_to_planes, integer_scale, reusable
 from .provenance import stale_keywords
@@ -178,18 +178,10 @@ def write_xisf(path: str | Path, image: Image, data: np.ndarray | None = None,
     file_meta = {k: v for k, v in file_meta.items() if not k.startswith("XISF:")}
     image_meta = {"FITSKeywords": keywords, "XISFProperties": props}
     def write(tmp: Path) -> None:
-        try:
-            XISF.write(str(tmp), pixels, creator_app=_creator(), image_metadata=image_meta,
-                       xisf_metadata=file_meta, codec=codec, shuffle=codec is not None)
-        except OSError as exc:
-            reason = "no space left on device" if disk_full(exc) else os_reason(exc)
-            raise ImageIOError(path, f"cannot write ({reason})") from exc
+        XISF.write(str(tmp), pixels, creator_app=_creator(), image_metadata=image_meta,
+                   xisf_metadata=file_meta, codec=codec, shuffle=codec is not None)
 
-    if into is not None:
-        write(Path(into))
-    else:
-        with atomic_output(path, overwrite) as tmp:
-            write(tmp)
+    write_file(path, write, overwrite, into)
     if n_clipped and dtype.kind == "f":
         warnings.warn(f"{path.name}: {n_clipped} values outside [0, 1] clipped (XISF float data "
                       "are declared in [0, 1])", UserWarning, stacklevel=2)
