@@ -9,6 +9,8 @@ noise, background, content) is corrected by:
   gradient descent adds;
 * ``oracle``: the engine with the true object footprint (``|signal| >= 1 %`` of its
   peak) as the mask and protection off: how good the spline is once detection is perfect;
+* ``unprotected``: the engine with protection off, to see what protection costs where
+  there is nothing to protect (star fields) and what it buys elsewhere;
 * ``photutils``: ``Background2D`` (box = long side / 24, 3x3 filter, 3-sigma clip,
   median), the dark foreground masked;
 * ``siril-rbf``, ``siril-1``, ``siril-2``, ``siril-4``: the real Siril 1.4.4 ``subsky``
@@ -27,7 +29,8 @@ Usage::
     python benchmarks/family.py --results out.jsonl --reuse earlier.jsonl   # anchors reused
 
 Per-draw results go to a JSON-lines file (``--results``); ``--reuse`` takes the rows of
-the methods that do not depend on bgopt's code (photutils and Siril) from an earlier file.
+the methods that do not depend on bgopt's code (photutils and Siril) from an earlier file;
+``--summary-only --results a.jsonl b.jsonl`` prints the tables of earlier runs together.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ANCHORS = ("photutils", "siril-rbf", "siril-1", "siril-2", "siril-4")
-METHODS = ("bgopt", "init", "oracle", *ANCHORS)
+METHODS = ("bgopt", "init", "oracle", "unprotected", *ANCHORS)
 SIRIL_ARGS = {"siril-rbf": "-rbf", "siril-1": "1", "siril-2": "2", "siril-4": "4"}
 
 
@@ -173,6 +176,8 @@ def _method(m: str, scene) -> dict:
         return _bgopt(scene, epochs=0)
     if m == "oracle":
         return _bgopt(scene, mask=(~footprint(scene)).astype(np.float32), protect=False)
+    if m == "unprotected":
+        return _bgopt(scene, protect=False)
     if m == "photutils":
         return _photutils(scene)
     raise ValueError(f"unknown method {m!r}")
@@ -262,6 +267,13 @@ def summarise(rows: list[dict], methods: list[str]) -> str:
         wins = sum(b <= i for b, i in both)
         lines += ["", f"Gradient descent at least as good as its initial solve on {wins} of "
                   f"{len(both)} draws."]
+    stars = {r["seed"] for r in rows if r["content"] == "stars"}
+    cost = [p["bgopt"] - p["unprotected"] for s, p in pairs.items()
+            if s in stars and p.get("bgopt") is not None and p.get("unprotected") is not None]
+    if cost:
+        lines += [f"Star fields, protection on minus off: median {100 * np.median(cost):+.2f}, "
+                  f"largest {100 * max(cost):+.2f} points ({sum(c > 0.003 for c in cost)} of "
+                  f"{len(cost)} draws above +0.3)."]
     return "\n".join(lines)
 
 
@@ -272,19 +284,25 @@ def main(argv=None) -> int:
     p.add_argument("--max-long-side", type=int, default=None,
                    help="draw every sky at most this long (a quicker laboratory run)")
     p.add_argument("-j", "--jobs", type=int, default=2)
-    p.add_argument("--results", type=Path, default=Path("family-results.jsonl"))
+    p.add_argument("--results", type=Path, nargs="+", default=[Path("family-results.jsonl")],
+                   help="where a run writes its rows (one file); with --summary-only, the "
+                        "files to read")
     p.add_argument("--reuse", type=Path, default=None,
                    help="take photutils and Siril rows from this earlier results file")
     p.add_argument("--summary-only", action="store_true",
                    help="only print the tables of --results")
     args = p.parse_args(argv)
     if args.summary_only:
-        rows = [json.loads(x) for x in args.results.read_text().splitlines() if x.strip()]
+        rows = [json.loads(x) for f in args.results for x in f.read_text().splitlines()
+                if x.strip()]
     else:
+        if len(args.results) != 1:
+            p.error("a run writes one --results file")
         reuse = []
         if args.reuse and args.reuse.exists():
             reuse = [json.loads(x) for x in args.reuse.read_text().splitlines() if x.strip()]
-        rows = run(_seeds(args.set), args.methods, args.max_long_side, args.jobs, args.results, reuse)
+        rows = run(_seeds(args.set), args.methods, args.max_long_side, args.jobs, args.results[0],
+                   reuse)
     print(summarise(rows, args.methods))
     return 0
 

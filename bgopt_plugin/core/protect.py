@@ -425,9 +425,10 @@ def object_mask(linear: np.ndarray, valid: np.ndarray, weights: np.ndarray, quer
     dev = _significance(r, valid, accept)
     bright = _regions(dev, valid, (_significance(r, valid, usable) > seed_sigma)
                       & (amplitude > SEED_AMPLITUDE * span), grow, MIN_PIXELS)
-    # The user's threshold or mask over an object: its bright pixels seed regions too.
+    # The user's threshold or mask over an object: its bright pixels seed regions too. A
+    # dark masked foreground is not an object, whatever the sky fit guesses under it.
     spread = max(robust_sigma(r[accept]), 1.0)
-    user = valid & ~usable & (r > seed_sigma * spread)
+    user = valid & ~usable & ~dark_mask & (r > seed_sigma * spread)
     bright |= _regions(dev, valid, user, grow)
     low = _significance(-r, valid, accept)
     dark = _regions(low, valid, (_significance(-r, valid, usable) > seed_sigma)
@@ -461,4 +462,5 @@ def object_mask(linear: np.ndarray, valid: np.ndarray, weights: np.ndarray, quer
     if bright.any():
         centers = grid_points(LEVELS[-1], extent)
         bright = _outskirts(bright, z, usable, valid, query, centers, order)
-    return ObjectMask(bright & valid, dark & valid & ~bright, noise, cleared)
+    # No ceiling over a dark masked foreground: the sky behind it is not seen there.
+    return ObjectMask(bright & valid & ~dark_mask, dark & valid & ~bright, noise, cleared)
