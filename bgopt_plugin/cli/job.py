@@ -35,6 +35,8 @@ T = TypeVar("T")
 
 class Terminated(BaseException):
     """SIGTERM, raised in the main thread so that every temporary file is removed."""
+
+
 #: What a worker holds besides its frame (TensorFlow's runtime and the compiled loop),
 #: and per byte of its frame as float32: a 24 MP RGB frame's worker peaked at 1.2-1.3 GB
 #: (benchmarks/README.md).
@@ -299,10 +301,16 @@ def _write_outputs(job: Job, image: bio.Image, res, args) -> int:
         if "model" in targets:
             outputs.append((targets["model"], res.background,
                             result_keywords(res, image.scale) + [MODEL_KIND], None))
-        clipped = _write_at_once([functools.partial(
-            bio.write_image, target, image, data, cards=cards, history=history,
-            codec=codec, into=out.reserve(target), dtype=kind)
-            for target, data, cards, kind in outputs])[0]
+        def write(target, tmp, data, cards, kind):
+            # Each output is flushed by its own writer thread as soon as it is written,
+            # so its flush overlaps the other one's write (benchmarks/fsync_cost.py).
+            clipped = bio.write_image(target, image, data, cards=cards, history=history,
+                                      codec=codec, into=tmp, dtype=kind)
+            out.flush(tmp)
+            return clipped
+
+        clipped = _write_at_once([functools.partial(write, target, out.reserve(target), *rest)
+                                  for target, *rest in outputs])[0]
         if "before_after" in targets:
             from ..frontend import plots
 

@@ -139,6 +139,7 @@ class OutputSet:
     def __init__(self, overwrite: bool = False):
         self.overwrite = overwrite
         self._pending: list[tuple[Path, Path]] = []
+        self._flushed: set[Path] = set()
 
     def reserve(self, target: str | Path) -> Path:
         """A new temporary file beside ``target`` (same permissions as a plain open)."""
@@ -161,6 +162,16 @@ class OutputSet:
         self._pending.append((tmp_path, target))
         return tmp_path
 
+    def flush(self, tmp: Path) -> None:
+        """Flush a finished temporary to the disk now rather than at :meth:`commit`.
+
+        A writer thread that calls this right after its write overlaps the flush with
+        the other outputs' writes (thread-safe: each thread flushes its own file).
+        """
+        target = next(t for p, t in self._pending if p == tmp)
+        _fsync(tmp, target)
+        self._flushed.add(tmp)
+
     def commit(self) -> list[Path]:
         """Rename every temporary onto its target; returns the targets.
 
@@ -174,7 +185,8 @@ class OutputSet:
             if target.exists() and not self.overwrite:
                 raise ImageIOError(target, "output exists (use --overwrite to replace it)")
         for tmp, target in self._pending:
-            _fsync(tmp, target)
+            if tmp not in self._flushed:
+                _fsync(tmp, target)
         renamed: list[Path] = []
         try:
             for tmp, target in self._pending:
@@ -190,7 +202,7 @@ class OutputSet:
             raise
         for folder in dict.fromkeys(target.parent for target in renamed):
             _fsync_folder(folder)
-        self._pending = []
+        self._pending, self._flushed = [], set()
         return renamed
 
     def discard(self) -> None:
@@ -198,7 +210,7 @@ class OutputSet:
         for tmp, _ in self._pending:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-        self._pending = []
+        self._pending, self._flushed = [], set()
 
     def __enter__(self) -> OutputSet:
         return self
