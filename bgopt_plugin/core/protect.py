@@ -42,6 +42,9 @@ __all__ = ["Protection", "ObjectMask", "find_objects", "object_mask", "smooth_va
 LEVELS = (3, 4, 5)
 #: Gaussian smoothing scales (working pixels) at which residual significance is tested.
 SCALES = (1.0, 2.0, 4.0)
+#: Smoothing scale of the residual whose amplitude a seed must have (and that tells where
+#: a region's excess peaks).
+AMPLITUDE_SCALE = 2.0
 #: Clipping of the sky fits: pixels beyond this many robust sigmas above or below the
 #: fit are left out of the next round.
 CLIP_SIGMA = 2.0
@@ -132,6 +135,8 @@ class Protection:
         Pixel noise of the linear working image per channel (None without protection).
     info : dict
         ``regions_returned_to_sky`` and, when it was dropped, ``protection_skipped``.
+    fraction : float
+        Share of the usable working pixels (data, not masked by the user) protected.
     """
 
     protected: np.ndarray
@@ -140,7 +145,6 @@ class Protection:
     noise: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
     fraction: float = 0.0
-    """Share of the usable working pixels (data, not masked by the user) protected."""
 
 
 def find_objects(prep: Prepared, config: Config) -> Protection:
@@ -210,12 +214,20 @@ def _disk(radius: int) -> np.ndarray:
     return (yy**2 + xx**2) <= radius * radius
 
 
-def _significance(r: np.ndarray, valid: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Largest deviation of ``r`` over the scales in :data:`SCALES`, each in units of
-    the smoothed residual's own robust spread over ``reference`` (at least the noise)."""
-    dev = np.full(r.shape, -np.inf)
+def _smoothed(r: np.ndarray, valid: np.ndarray) -> dict[float, np.ndarray]:
+    """``r`` smoothed over valid pixels at each scale of :data:`SCALES` and at
+    :data:`AMPLITUDE_SCALE`: made once, for both signs and every reference."""
+    return {s: smooth_valid(r, valid, s) for s in dict.fromkeys((*SCALES, AMPLITUDE_SCALE))}
+
+
+def _significance(smoothed: dict[float, np.ndarray], reference: np.ndarray,
+                  sign: float = 1.0) -> np.ndarray:
+    """Largest deviation of ``sign`` times the residual over the scales in :data:`SCALES`
+    (``smoothed``: :func:`_smoothed`), each in units of the smoothed residual's own
+    robust spread over ``reference`` (at least the noise)."""
+    dev = np.full(reference.shape, -np.inf)
     for s in SCALES:
-        t = smooth_valid(r, valid, s) * (2 * np.sqrt(np.pi) * s)  # unit variance for white noise
+        t = (sign * smoothed[s]) * (2 * np.sqrt(np.pi) * s)  # unit variance for white noise
         ref = t[reference]
         centre = float(np.median(ref)) if ref.size else 0.0
         dev = np.maximum(dev, (t - centre) / max(robust_sigma(ref), 1.0))
@@ -421,23 +433,23 @@ def object_mask(linear: np.ndarray, valid: np.ndarray, weights: np.ndarray, quer
     # fit's misfit is significant too); their regions then grow through what stands out
     # against the sky fit's own pixels.
     span = float(np.ptp(sky[valid]))
-    amplitude = smooth_valid(r, valid, 2.0)
-    dev = _significance(r, valid, accept)
-    bright = _regions(dev, valid, (_significance(r, valid, usable) > seed_sigma)
+    smoothed = _smoothed(r, valid)
+    amplitude = smoothed[AMPLITUDE_SCALE]
+    dev = _significance(smoothed, accept)
+    bright = _regions(dev, valid, (_significance(smoothed, usable) > seed_sigma)
                       & (amplitude > SEED_AMPLITUDE * span), grow, MIN_PIXELS)
     # The user's threshold or mask over an object: its bright pixels seed regions too. A
     # dark masked foreground is not an object, whatever the sky fit guesses under it.
     spread = max(robust_sigma(r[accept]), 1.0)
     user = valid & ~usable & ~dark_mask & (r > seed_sigma * spread)
     bright |= _regions(dev, valid, user, grow)
-    low = _significance(-r, valid, accept)
-    dark = _regions(low, valid, (_significance(-r, valid, usable) > seed_sigma)
+    low = _significance(smoothed, accept, -1.0)
+    dark = _regions(low, valid, (_significance(smoothed, usable, -1.0) > seed_sigma)
                     & (-amplitude > SEED_AMPLITUDE * span), grow, MIN_PIXELS) & ~bright
     border = np.zeros_like(valid)
     border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
     border |= ndimage.binary_dilation(~valid | (valid & ~usable & ~bright), iterations=1)
     to_border = ndimage.distance_transform_edt(~border)
-    smooth_r = amplitude
     final = np.concatenate([grid_points(_final_cells(n_final, extent), extent), beyond])
     without = _fit(z, usable & ~(bright | dark), query, final, order, CHECK_SMOOTHING)
     cleared = 0
@@ -448,10 +460,10 @@ def object_mask(linear: np.ndarray, valid: np.ndarray, weights: np.ndarray, quer
             if region.sum() < CHECK_MIN_AREA * valid.sum() or not (
                     ndimage.binary_dilation(region) & border).any():
                 continue
-            if not _peaks_at_border(region, sign * smooth_r, to_border):
+            if not _peaks_at_border(region, sign * amplitude, to_border):
                 continue
             excess = sign * float((z - without)[region].mean())
-            small = float(np.quantile(sign * smooth_r[region], 0.95)) < BORDER_EXCESS * span
+            small = float(np.quantile(sign * amplitude[region], 0.95)) < BORDER_EXCESS * span
             if not small and excess > 0 and (sign > 0 or _hugs_border(region, to_border)):
                 lifted = _fit(z, usable & ~((bright | dark) & ~region), query, final, order,
                               CHECK_SMOOTHING)
