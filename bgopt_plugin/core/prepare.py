@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -76,6 +77,9 @@ def working_factor(shape: tuple[int, ...], config: Config) -> int:
 class Prepared:
     """The working image and what it was made from (see :func:`prepare`).
 
+    The derived arrays (``valid``, ``linear``, ``query``) are made at their first use and
+    shared by the stages after it; the fields are not changed after :func:`prepare`.
+
     Attributes
     ----------
     data : ndarray (H, W, C) float32
@@ -110,23 +114,29 @@ class Prepared:
         h, w = self.shape
         return h / max(h, w), w / max(h, w)
 
-    @property
+    @cached_property
     def valid(self) -> np.ndarray:
         """(h, w) bool: working pixels with data in every channel."""
-        return np.isfinite(self.working).all(axis=-1)
+        return _shared(np.isfinite(self.working).all(axis=-1))
 
-    @property
+    @cached_property
     def linear(self) -> np.ndarray:
         """The working image in normalised linear units (NaN where no data)."""
-        return self.stretch.unstretch(self.working)
+        return _shared(self.stretch.unstretch(self.working))
 
-    @property
+    @cached_property
     def query(self) -> np.ndarray:
         """(h * w, 2) normalised (y, x) coordinates of the working pixels, row-major."""
         hw, ww = self.working.shape[:2]
         unit = self.factor / float(max(self.shape))
         iy, ix = np.mgrid[0:hw, 0:ww]
-        return np.stack([(iy + 0.5) * unit, (ix + 0.5) * unit], axis=-1).reshape(-1, 2)
+        return _shared(np.stack([(iy + 0.5) * unit, (ix + 0.5) * unit], axis=-1).reshape(-1, 2))
+
+
+def _shared(a: np.ndarray) -> np.ndarray:
+    """``a`` made read-only: one array serves every stage, none may change it."""
+    a.setflags(write=False)
+    return a
 
 
 def prepare(image: Any, mask: Any = None, config: Config | None = None) -> Prepared:
