@@ -12,7 +12,7 @@ from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
 
 from .atomic import atomic_output, check_regular_file, disk_full, os_reason
-from .image import Image, ImageIOError
+from .image import Image, ImageIOError, read_errors, short_reason
 from .layout import channels_last_to_planes, planes_to_channels_last
 from .provenance import stale_keywords
 
@@ -47,25 +47,14 @@ def read_fits(path: str | Path, out: np.ndarray | None = None) -> Image:
         For a missing, unreadable, corrupt or unsupported file.
     """
     path = check_regular_file(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", AstropyWarning)
-            try:
-                header, extra, data, dtype, scale = _load(path, True, out)
-            except ValueError as exc:
-                if "memory-mapped" not in str(exc):  # scaled integers cannot be mapped
-                    raise
-                header, extra, data, dtype, scale = _load(path, False, out)
-    except ImageIOError:
-        raise
-    except FileNotFoundError as exc:
-        raise ImageIOError(path, "file not found") from exc
-    except PermissionError as exc:
-        raise ImageIOError(path, "permission denied") from exc
-    except IsADirectoryError as exc:
-        raise ImageIOError(path, "is a directory") from exc
-    except Exception as exc:  # noqa: BLE001 - astropy raises many types for bad files
-        raise ImageIOError(path, explain_read_error(exc)) from exc
+    with read_errors(path, "FITS", explain_read_error), warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        try:
+            header, extra, data, dtype, scale = _load(path, True, out)
+        except ValueError as exc:
+            if "memory-mapped" not in str(exc):  # scaled integers cannot be mapped
+                raise
+            header, extra, data, dtype, scale = _load(path, False, out)
     return Image(data=data, format="fits", source_dtype=dtype, scale=scale,
                  meta={"header": header, "extra_hdus": extra}, path=path)
 
@@ -108,12 +97,7 @@ def explain_read_error(exc: BaseException) -> str:
         return "not a FITS file, or its header is truncated"
     if isinstance(exc, KeyError) and re.fullmatch(r"-?\d+", text.strip("'")):
         return f"unsupported BITPIX {text.strip(chr(39))}"
-    return f"not a readable FITS file ({_short(exc)})"
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:120]
+    return f"not a readable FITS file ({short_reason(exc)})"
 
 
 def header_for_output(header: fits.Header | None) -> fits.Header:

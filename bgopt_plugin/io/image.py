@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Image", "ImageIOError"]
+__all__ = ["Image", "ImageIOError", "read_errors", "short_reason"]
 
 
 class ImageIOError(ValueError):
@@ -20,6 +22,37 @@ class ImageIOError(ValueError):
         super().__init__(f"{path}: {problem}")
 
 
+def short_reason(exc: BaseException) -> str:
+    """The first line of an exception's message (its type if it has none), at most 120
+    characters."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:120]
+
+
+@contextlib.contextmanager
+def read_errors(path: str | Path, kind: str,
+                explain: Callable[[BaseException], str] | None = None) -> Iterator[None]:
+    """Turn what a format's reader raises into one :class:`ImageIOError` naming ``path``.
+
+    Missing, unreadable and directory paths get their own words; anything else the
+    reader raises (libraries raise many types for bad files) is ``explain(exc)``, by
+    default "not a readable ``kind`` file (the reader's first line)".
+    """
+    try:
+        yield
+    except ImageIOError:
+        raise
+    except FileNotFoundError as exc:
+        raise ImageIOError(path, "file not found") from exc
+    except PermissionError as exc:
+        raise ImageIOError(path, "permission denied") from exc
+    except IsADirectoryError as exc:
+        raise ImageIOError(path, "is a directory") from exc
+    except Exception as exc:  # noqa: BLE001 - readers raise many types for bad files
+        problem = explain(exc) if explain else f"not a readable {kind} file ({short_reason(exc)})"
+        raise ImageIOError(path, problem) from exc
+
+
 @dataclass
 class Image:
     """Channels-last float32 pixels plus what is needed to write them back.
@@ -28,7 +61,7 @@ class Image:
     ----------
     data : ndarray, (H, W, C) float32
         Pixels. Integer files are normalised to [0, 1] (divided by ``scale``).
-    format : {"fits", "xisf"}
+    format : {"fits", "xisf", "tiff"}
         Where the image came from.
     source_dtype : numpy.dtype
         The stored sample type.
@@ -38,7 +71,8 @@ class Image:
         Format metadata. FITS: ``header`` (astropy Header of the image HDU) and
         ``extra_hdus`` (other HDUs, kept on write). XISF: ``fits_keywords`` (name ->
         list of {value, comment}, values as stored), ``properties``, ``file_meta`` and
-        ``uncarried`` (elements the xisf package cannot write).
+        ``uncarried`` (elements the xisf package cannot write). TIFF: ``tiff_tags`` (the
+        ICC profile) and ``resolution``.
     path : Path or None
     """
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import check_regular_file, write_file
-from .image import Image, ImageIOError
+from .image import Image, ImageIOError, read_errors
 from .layout import channels_last_to_planes, planes_to_channels_last
 
 __all__ = ["read_tiff", "write_tiff", "TIFF_EXTENSIONS"]
@@ -41,21 +41,14 @@ def read_tiff(path: str | Path, out: np.ndarray | None = None) -> Image:
     import tifffile
 
     path = check_regular_file(path)
-    try:
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            page = tif.pages[0]
-            raw = series.asarray()
-            axes = series.axes
-            tags = {name: page.tags[code].value for name, code in _CARRIED.items() if code in page.tags}
-            resolution = (page.tags["XResolution"].value, page.tags["YResolution"].value,
-                          page.tags["ResolutionUnit"].value) if "XResolution" in page.tags else None
-    except FileNotFoundError as exc:
-        raise ImageIOError(path, "file not found") from exc
-    except PermissionError as exc:
-        raise ImageIOError(path, "permission denied") from exc
-    except Exception as exc:  # noqa: BLE001 - tifffile raises many types for bad files
-        raise ImageIOError(path, f"not a readable TIFF file ({str(exc).splitlines()[0][:100]})") from exc
+    with read_errors(path, "TIFF"), tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        page = tif.pages[0]
+        raw = series.asarray()
+        axes = series.axes
+        tags = {name: page.tags[code].value for name, code in _CARRIED.items() if code in page.tags}
+        resolution = (page.tags["XResolution"].value, page.tags["YResolution"].value,
+                      page.tags["ResolutionUnit"].value) if "XResolution" in page.tags else None
     if raw.dtype.type not in _READABLE:
         raise ImageIOError(path, f"unsupported TIFF sample type {raw.dtype} (8/16-bit integer or "
                                  "32-bit float)")

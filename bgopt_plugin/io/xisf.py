@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import check_regular_file, write_file
-from .image import Image, ImageIOError
+from .image import Image, ImageIOError, read_errors
 from .layout import channels_last_to_planes, integer_scale, reusable
 from .provenance import stale_keywords
 
@@ -57,7 +57,7 @@ def read_xisf(path: str | Path, out: np.ndarray | None = None) -> Image:
     from xisf import XISF
 
     path = check_regular_file(path)
-    try:
+    with read_errors(path, "XISF"):
         x = XISF(str(path))
         metas = x.get_images_metadata()
         if not metas:
@@ -66,13 +66,6 @@ def read_xisf(path: str | Path, out: np.ndarray | None = None) -> Image:
         props = copy.deepcopy(metas[0].get("XISFProperties", {}))
         file_meta = copy.deepcopy(x.get_file_metadata())
         keywords, uncarried = _raw_keywords(x)
-    except ImageIOError:
-        raise
-    except PermissionError as exc:
-        raise ImageIOError(path, "permission denied") from exc
-    except Exception as exc:  # noqa: BLE001 - the package raises many types for bad files
-        msg = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-        raise ImageIOError(path, f"not a readable XISF file ({msg})") from exc
     if raw.ndim != 3 or raw.shape[-1] not in (1, 3):
         raise ImageIOError(path, f"unsupported dimensionality {raw.shape} (need 1 or 3 channels)")
     scale = integer_scale(raw.dtype)
