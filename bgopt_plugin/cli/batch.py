@@ -117,11 +117,6 @@ class Plan:
     skipped: list[str] = field(default_factory=list)
 
 
-#: The longest file name most file systems take (bytes); a temporary adds to it.
-NAME_MAX = 255
-_PART_EXTRA = len(".") + len(".4294967295.XXXXXXXX.part")
-
-
 def expand(inputs: list[str]) -> tuple[list[tuple[Path, bool]], list[str]]:
     """Inputs as paths, each with whether it came from a pattern, and the patterns that
     matched nothing.
@@ -146,10 +141,10 @@ def expand(inputs: list[str]) -> tuple[list[tuple[Path, bool]], list[str]]:
 def _too_long(src: Path, targets: dict[str, Path]) -> str | None:
     """A one-line problem when an output's name (or its temporary's) is too long."""
     for target in targets.values():
-        if len(os.fsencode(target.name)) + _PART_EXTRA > NAME_MAX:
+        if len(os.fsencode(target.name)) > bio.MAX_TARGET_NAME:
             return (f"{src}: the output name {target.name[:40]}... is too long for the file "
                     f"system ({len(os.fsencode(target.name))} bytes; at most "
-                    f"{NAME_MAX - _PART_EXTRA}): rename the input")
+                    f"{bio.MAX_TARGET_NAME}): rename the input")
     return None
 
 

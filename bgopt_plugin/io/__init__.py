@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import OutputSet, check_output_dir, check_regular_file, remove_stale_parts
+from .atomic import MAX_TARGET_NAME, OutputSet, check_output_dir, check_regular_file, remove_stale_parts
 from .fits import FITS_EXTENSIONS, read_fits, write_fits
 from .image import Image, ImageIOError
 from .layout import as_channels_last, as_planes, channels_last_to_planes, planes_to_channels_last, reusable
@@ -22,7 +22,7 @@ from .tiff import TIFF_EXTENSIONS, read_tiff, write_tiff
 from .xisf import XISF_EXTENSIONS, read_xisf, write_xisf
 
 __all__ = ["Image", "ImageIOError", "read_image", "write_image", "format_of", "SUPPORTED",
-           "OutputSet", "check_output_dir", "check_regular_file", "remove_stale_parts",
+           "OutputSet", "check_output_dir", "check_regular_file", "remove_stale_parts", "MAX_TARGET_NAME",
            "planes_to_channels_last", "channels_last_to_planes", "as_channels_last", "as_planes",
            "reusable",
            "keywords", "result_keywords", "history_line", "history_lines", "MODEL_KIND"]

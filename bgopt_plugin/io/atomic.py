@@ -19,9 +19,13 @@ from pathlib import Path
 from .image import ImageIOError
 
 __all__ = ["OutputSet", "atomic_output", "write_file", "check_regular_file", "check_output_dir",
-           "remove_stale_parts", "os_reason", "disk_full"]
+           "remove_stale_parts", "os_reason", "disk_full", "MAX_TARGET_NAME"]
 
 _PART = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.part$")
+#: The longest target name whose temporary still fits the 255 bytes most file systems
+#: allow: the temporary adds ".", ".<pid>." (at most 10 digits), mkstemp's 8 characters
+#: and ".part".
+MAX_TARGET_NAME = 255 - len(".") - len(".4294967295.") - 8 - len(".part")
 
 
 def os_reason(exc: OSError) -> str:
