@@ -33,7 +33,7 @@ from .core import (
     document_options,
     fit_background,
 )
-from .io import as_channels_last, as_planes, history_line, history_lines, result_keywords
+from .io import as_channels_last, as_planes, history_lines, result_keywords
 
 __all__ = ["subtract", "model", "fit", "CCDFit"]
 
@@ -137,13 +137,13 @@ def _log(meta: Any, config: Config, result: BackgroundResult, add_keyword: Any) 
     if add_keyword is False or add_keyword is None:
         return meta
     meta = copy.deepcopy(meta) if meta is not None else {}
-    line = history_line(config, result.downscaling_factor)
-    # what, when, from which file (when the meta names one), as ccdproc logs it
+    # what, when, from which file (when the meta names one), as ccdproc logs it; the
+    # last line is the parameters' (history_line)
     source = meta.get("FILENAME") if hasattr(meta, "get") else None
     lines = history_lines(config, result.downscaling_factor, source)
     cards = result_keywords(result)
     if isinstance(add_keyword, str):
-        cards = [(add_keyword, line[:60], "")] + cards
+        cards = [(add_keyword, lines[-1][:60], "")] + cards
     if isinstance(meta, fits.Header):
         for key, value, comment in cards:
             meta[key] = (value, comment)
@@ -158,7 +158,7 @@ def _log(meta: Any, config: Config, result: BackgroundResult, add_keyword: Any) 
                     header.append((key.upper(), str(item)), end=True)
             else:
                 header[key] = value
-        return _log(header, config, result, True if add_keyword is True else add_keyword)
+        return _log(header, config, result, add_keyword)
     for key, value, _ in cards:   # plain values in a dict; comments only in a Header
         meta[key] = value
     meta["HISTORY"] = "; ".join(lines)   # a dict holds one value per key
